@@ -1,0 +1,19 @@
+"""lstmcore: compiled LSTM forward and BPTT kernels with pluggable gate variants, for ablation studies.
+
+    >>> import numpy as np, lstmcore
+    >>> layer = lstmcore.LSTM(input_size=8, hidden_size=16, variant="peephole", seed=0)
+    >>> output, (h_n, c_n) = layer(np.zeros((5, 2, 8), np.float32))
+    >>> output.shape, h_n.shape
+    ((5, 2, 16), (1, 2, 16))
+"""
+from lstmcore._version import __version__
+from lstmcore._kernels import _cell  # noqa: F401  (the compiled extension: fail early and clearly if it is missing)
+from lstmcore.hookspecs import hookimpl
+from lstmcore.layers import LSTM
+from lstmcore.plugins import PluginError, PluginWarning, get_variant, list_variants
+from lstmcore.variant import ACTIVATION_NAMES, Activation, GatedCell, Variant
+
+__all__ = [
+    "__version__", "LSTM", "Variant", "GatedCell", "Activation", "ACTIVATION_NAMES", "hookimpl",
+    "list_variants", "get_variant", "PluginError", "PluginWarning",
+]

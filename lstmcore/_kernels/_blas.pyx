@@ -1,0 +1,67 @@
+"""BLAS shim over ``scipy.linalg.cython_blas`` (row-major operands), and its Python-callable twins for tests."""
+from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv, saxpy, daxpy
+
+
+cdef void gemm(BLAS_Trans ta, BLAS_Trans tb, int m, int n, int k,
+               floating alpha, const floating *A, int lda,
+               const floating *B, int ldb,
+               floating beta, floating *C, int ldc) noexcept nogil:
+    # Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands, never copy.
+    cdef char ta_c = <char> ta
+    cdef char tb_c = <char> tb
+    if floating is float:
+        sgemm(&tb_c, &ta_c, &n, &m, &k, &alpha, <float *> B, &ldb, <float *> A, &lda, &beta, C, &ldc)
+    else:
+        dgemm(&tb_c, &ta_c, &n, &m, &k, &alpha, <double *> B, &ldb, <double *> A, &lda, &beta, C, &ldc)
+
+
+cdef void gemv(BLAS_Trans ta, int m, int n, floating alpha, const floating *A, int lda,
+               const floating *x, int incx, floating beta, floating *y, int incy) noexcept nogil:
+    # A row-major m x n is, to BLAS, a column-major n x m matrix: transpose the flag and swap m and n.
+    cdef char ta_c = b't' if ta == NoTrans else b'n'
+    if floating is float:
+        sgemv(&ta_c, &n, &m, &alpha, <float *> A, &lda, <float *> x, &incx, &beta, y, &incy)
+    else:
+        dgemv(&ta_c, &n, &m, &alpha, <double *> A, &lda, <double *> x, &incx, &beta, y, &incy)
+
+
+cdef void axpy(int n, floating alpha, const floating *x, int incx, floating *y, int incy) noexcept nogil:
+    if floating is float:
+        saxpy(&n, &alpha, <float *> x, &incx, y, &incy)
+    else:
+        daxpy(&n, &alpha, <double *> x, &incx, y, &incy)
+
+
+cdef inline BLAS_Trans _trans(bint transpose) noexcept nogil:
+    return Trans if transpose else NoTrans
+
+
+def gemm_py(bint trans_a, bint trans_b, floating alpha, const floating[:, ::1] A,
+            const floating[:, ::1] B, floating beta, floating[:, ::1] C):
+    """Python twin of ``gemm`` for tests: ``C = alpha * op(A) @ op(B) + beta * C`` in place (row-major arrays)."""
+    cdef int m = C.shape[0], n = C.shape[1]
+    cdef int k = A.shape[0] if trans_a else A.shape[1]
+    if (A.shape[1] if trans_a else A.shape[0]) != m or (B.shape[0] if trans_b else B.shape[1]) != n \
+            or (B.shape[1] if trans_b else B.shape[0]) != k:
+        raise ValueError("gemm_py: operand shapes do not agree")
+    with nogil:
+        gemm(_trans(trans_a), _trans(trans_b), m, n, k, alpha, &A[0, 0], <int> A.shape[1],
+             &B[0, 0], <int> B.shape[1], beta, &C[0, 0], n)
+
+
+def gemv_py(bint trans_a, floating alpha, const floating[:, ::1] A, const floating[::1] x,
+            floating beta, floating[::1] y):
+    """Python twin of ``gemv`` for tests: ``y = alpha * op(A) @ x + beta * y`` in place."""
+    cdef int m = A.shape[0], n = A.shape[1]
+    if (x.shape[0] != (m if trans_a else n)) or (y.shape[0] != (n if trans_a else m)):
+        raise ValueError("gemv_py: operand shapes do not agree")
+    with nogil:
+        gemv(_trans(trans_a), m, n, alpha, &A[0, 0], n, &x[0], 1, beta, &y[0], 1)
+
+
+def axpy_py(floating alpha, const floating[::1] x, floating[::1] y):
+    """Python twin of ``axpy`` for tests: ``y += alpha * x`` in place."""
+    if x.shape[0] != y.shape[0]:
+        raise ValueError("axpy_py: lengths differ")
+    with nogil:
+        axpy(<int> x.shape[0], alpha, &x[0], 1, &y[0], 1)

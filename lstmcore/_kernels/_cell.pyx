@@ -1,0 +1,383 @@
+"""The gated-cell kernel family: forward and full BPTT over a whole time-major sequence, GIL released throughout.
+
+One spec covers vanilla, peephole, coupled (CIFG), the gate-removal and activation variants of "LSTM: A Search Space
+Odyssey" and any new combination of them. Per step (cuDNN recipe): the input projection of all steps is one GEMM before
+the loop, the recurrence is one GEMM (GEMV when B == 1) per step, gates and cell are a fused element-wise pass per batch row.
+
+Memory layout (row-major, time-major):
+    x       (T, B, I)            W (G*H, I), R (G*H, H), b (G*H), p (P*H)   blocks: present gates of (i, f, o), then z
+    states  (T+1, B, H)          forward: slot 0 initial, slot t+1 after step t; reverse: slot T initial, slot t after t
+    gates   (T, B, G*H)          activations of every block (pre-activations plus bias on the way in)
+    hc      (T, B, H)            h(c_t), the output activation of the (clipped) cell
+    pre     (T, B, G*H) or None  raw pre-activations, kept only when clipping, for the clamp's derivative
+    out     (T, B, ld)           the direction's columns of the layer output; zero past a sequence's length
+A sequence's padded steps (t >= lengths[b]) carry the state unchanged, so the final slot always holds the final state and
+the slot before a real step always holds its previous state, in both directions.
+"""
+from libc.string cimport memcpy, memset
+
+from lstmcore._kernels._blas cimport gemm, gemv, NoTrans, Trans
+from lstmcore._kernels._activations cimport (activate_block, multiply_derivative_block, clip_block,
+                                              zero_where_clipped)
+
+
+cdef inline floating *_block(floating *base, Py_ssize_t blk, Py_ssize_t H) noexcept nogil:
+    return base + blk * H if blk >= 0 else NULL
+
+
+cdef void _step_forward(const CellSpec *s, floating *g, floating *pr, const floating *p,
+                        const floating *c_prev, floating *c_next, floating *h_next, floating *hc,
+                        floating *out) noexcept nogil:
+    """One batch row of one step: ``g`` holds pre-activations on entry and activations on exit."""
+    cdef Py_ssize_t H = s.hidden, j
+    cdef floating clip = <floating> s.clip, y
+    cdef floating *gi = _block(g, s.blk_i, H)
+    cdef floating *gf = _block(g, s.blk_f, H)
+    cdef floating *go = _block(g, s.blk_o, H)
+    cdef floating *gz = g + s.blk_z * H
+    cdef const floating *pi = _block(<floating *> p, s.pk_i, H)
+    cdef const floating *pf = _block(<floating *> p, s.pk_f, H)
+    cdef const floating *po = _block(<floating *> p, s.pk_o, H)
+
+    if pi != NULL:
+        for j in range(H):
+            gi[j] += pi[j] * c_prev[j]
+    if pf != NULL:
+        for j in range(H):
+            gf[j] += pf[j] * c_prev[j]
+    if clip > 0:
+        if gi != NULL:
+            clip_block(clip, gi, pr + s.blk_i * H, gi, H)
+        if gf != NULL:
+            clip_block(clip, gf, pr + s.blk_f * H, gf, H)
+        clip_block(clip, gz, pr + s.blk_z * H, gz, H)
+    if gi != NULL:
+        activate_block(s.act_gate, <floating> s.gate_alpha, <floating> s.gate_beta, gi, H)
+    if gf != NULL:
+        activate_block(s.act_gate, <floating> s.gate_alpha, <floating> s.gate_beta, gf, H)
+    activate_block(s.act_input, <floating> s.input_alpha, <floating> s.input_beta, gz, H)
+
+    # c_t = z * i + c_{t-1} * f, with i = 1 or f = 1 for a removed gate and f = 1 - i when coupled
+    if gi != NULL and s.coupled:
+        for j in range(H):
+            c_next[j] = gz[j] * gi[j] + c_prev[j] * (1 - gi[j])
+    elif gi != NULL and gf != NULL:
+        for j in range(H):
+            c_next[j] = gz[j] * gi[j] + c_prev[j] * gf[j]
+    elif gi != NULL:
+        for j in range(H):
+            c_next[j] = gz[j] * gi[j] + c_prev[j]
+    elif gf != NULL:
+        for j in range(H):
+            c_next[j] = gz[j] + c_prev[j] * gf[j]
+    else:
+        for j in range(H):
+            c_next[j] = gz[j] + c_prev[j]
+
+    if go != NULL:
+        if po != NULL:  # the output gate's peephole sees the new cell
+            for j in range(H):
+                go[j] += po[j] * c_next[j]
+        if clip > 0:
+            clip_block(clip, go, pr + s.blk_o * H, go, H)
+        activate_block(s.act_gate, <floating> s.gate_alpha, <floating> s.gate_beta, go, H)
+
+    if clip > 0:
+        for j in range(H):
+            y = c_next[j]
+            hc[j] = -clip if y < -clip else (clip if y > clip else y)
+    else:
+        memcpy(hc, c_next, H * sizeof(floating))
+    activate_block(s.act_output, <floating> s.output_alpha, <floating> s.output_beta, hc, H)
+    if go != NULL:
+        for j in range(H):
+            y = go[j] * hc[j]
+            h_next[j] = y
+            out[j] = y
+    else:
+        memcpy(h_next, hc, H * sizeof(floating))
+        memcpy(out, hc, H * sizeof(floating))
+
+
+cdef void cell_forward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, bint reverse,
+                       const floating *x, const floating *W, const floating *R, const floating *b,
+                       const floating *p, const int *lengths,
+                       floating *h_states, floating *c_states, floating *gates, floating *hc, floating *pre,
+                       floating *out, Py_ssize_t ld_out) noexcept nogil:
+    cdef Py_ssize_t H = s.hidden, GH = s.n_blocks * s.hidden, BH = B * s.hidden
+    cdef Py_ssize_t n, t, r, prev, nxt
+    cdef floating *g_t
+
+    # Input projection of every step at once: gates = b + x W^T
+    for r in range(T * B):
+        memcpy(gates + r * GH, b, GH * sizeof(floating))
+    gemm(NoTrans, Trans, <int> (T * B), <int> GH, <int> I, <floating> 1, x, <int> I, W, <int> I,
+         <floating> 1, gates, <int> GH)
+
+    for n in range(T):
+        t = T - 1 - n if reverse else n
+        prev = t + 1 if reverse else t
+        nxt = t if reverse else t + 1
+        g_t = gates + t * B * GH
+        if B == 1:
+            gemv(NoTrans, <int> GH, <int> H, <floating> 1, R, <int> H, h_states + prev * BH, 1,
+                 <floating> 1, g_t, 1)
+        else:
+            gemm(NoTrans, Trans, <int> B, <int> GH, <int> H, <floating> 1, h_states + prev * BH, <int> H,
+                 R, <int> H, <floating> 1, g_t, <int> GH)
+        for r in range(B):
+            if lengths != NULL and t >= lengths[r]:
+                memcpy(h_states + nxt * BH + r * H, h_states + prev * BH + r * H, H * sizeof(floating))
+                memcpy(c_states + nxt * BH + r * H, c_states + prev * BH + r * H, H * sizeof(floating))
+                memset(out + (t * B + r) * ld_out, 0, H * sizeof(floating))
+            else:
+                _step_forward(s, g_t + r * GH, pre + (t * B + r) * GH if pre != NULL else NULL, p,
+                              c_states + prev * BH + r * H, c_states + nxt * BH + r * H,
+                              h_states + nxt * BH + r * H, hc + (t * B + r) * H, out + (t * B + r) * ld_out)
+
+
+cdef void _step_backward(const CellSpec *s, const floating *g, const floating *pr, const floating *p,
+                         const floating *c_prev, const floating *c_next, const floating *hc,
+                         floating *dh, floating *dc, floating *dg, floating *dcell, floating *dp) noexcept nogil:
+    """One batch row of one BPTT step.
+
+    On entry ``dh`` = dE/dy_t and ``dc`` = the cell delta carried from t+1; on exit ``dg`` holds the pre-activation
+    deltas, ``dc`` the cell delta for t-1 and ``dh`` zero (the caller adds R^T dg).
+    """
+    cdef Py_ssize_t H = s.hidden, j
+    cdef floating clip = <floating> s.clip
+    cdef const floating *gi = _block(<floating *> g, s.blk_i, H)
+    cdef const floating *gf = _block(<floating *> g, s.blk_f, H)
+    cdef const floating *go = _block(<floating *> g, s.blk_o, H)
+    cdef const floating *gz = g + s.blk_z * H
+    cdef floating *dgi = _block(dg, s.blk_i, H)
+    cdef floating *dgf = _block(dg, s.blk_f, H)
+    cdef floating *dgo = _block(dg, s.blk_o, H)
+    cdef floating *dgz = dg + s.blk_z * H
+    cdef const floating *pi = _block(<floating *> p, s.pk_i, H)
+    cdef const floating *pf = _block(<floating *> p, s.pk_f, H)
+    cdef const floating *po = _block(<floating *> p, s.pk_o, H)
+    cdef floating *dpi = _block(dp, s.pk_i, H)
+    cdef floating *dpf = _block(dp, s.pk_f, H)
+    cdef floating *dpo = _block(dp, s.pk_o, H)
+    cdef floating ga = <floating> s.gate_alpha
+
+    # y = o * h(c): dcell = dy * o * h'(c), d_obar = dy * h(c) * sigma'(obar)
+    if go != NULL:
+        for j in range(H):
+            dcell[j] = dh[j] * go[j]
+            dgo[j] = dh[j] * hc[j]
+    else:
+        memcpy(dcell, dh, H * sizeof(floating))
+    multiply_derivative_block(s.act_output, <floating> s.output_alpha, hc, dcell, H)
+    if clip > 0:
+        zero_where_clipped(clip, c_next, dcell, H)
+    if go != NULL:
+        multiply_derivative_block(s.act_gate, ga, go, dgo, H)
+        if clip > 0:
+            zero_where_clipped(clip, pr + s.blk_o * H, dgo, H)
+        if po != NULL:
+            for j in range(H):
+                dcell[j] += po[j] * dgo[j]
+                dpo[j] += c_next[j] * dgo[j]
+    for j in range(H):
+        dcell[j] += dc[j]
+
+    # block input z and the gates feeding the cell
+    if gi != NULL:
+        for j in range(H):
+            dgz[j] = dcell[j] * gi[j]
+    else:
+        memcpy(dgz, dcell, H * sizeof(floating))
+    multiply_derivative_block(s.act_input, <floating> s.input_alpha, gz, dgz, H)
+    if clip > 0:
+        zero_where_clipped(clip, pr + s.blk_z * H, dgz, H)
+    if gi != NULL:
+        if s.coupled:
+            for j in range(H):
+                dgi[j] = dcell[j] * (gz[j] - c_prev[j])
+        else:
+            for j in range(H):
+                dgi[j] = dcell[j] * gz[j]
+        multiply_derivative_block(s.act_gate, ga, gi, dgi, H)
+        if clip > 0:
+            zero_where_clipped(clip, pr + s.blk_i * H, dgi, H)
+    if gf != NULL:
+        for j in range(H):
+            dgf[j] = dcell[j] * c_prev[j]
+        multiply_derivative_block(s.act_gate, ga, gf, dgf, H)
+        if clip > 0:
+            zero_where_clipped(clip, pr + s.blk_f * H, dgf, H)
+
+    # the cell delta carried to t-1: through f and through the peepholes of i and f
+    if gi != NULL and s.coupled:
+        for j in range(H):
+            dc[j] = dcell[j] * (1 - gi[j])
+    elif gf != NULL:
+        for j in range(H):
+            dc[j] = dcell[j] * gf[j]
+    else:
+        memcpy(dc, dcell, H * sizeof(floating))
+    if pi != NULL:
+        for j in range(H):
+            dc[j] += pi[j] * dgi[j]
+            dpi[j] += c_prev[j] * dgi[j]
+    if pf != NULL:
+        for j in range(H):
+            dc[j] += pf[j] * dgf[j]
+            dpf[j] += c_prev[j] * dgf[j]
+    memset(dh, 0, H * sizeof(floating))
+
+
+cdef void cell_backward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, bint reverse,
+                        const floating *x, const floating *W, const floating *R, const floating *p,
+                        const int *lengths,
+                        const floating *h_states, const floating *c_states, const floating *gates,
+                        const floating *hc, const floating *pre,
+                        const floating *d_out, Py_ssize_t ld_dout,
+                        floating *dh, floating *dc, floating *d_gates, floating *work,
+                        floating *dW, floating *dR, floating *db, floating *dp,
+                        floating *dx, bint accumulate_dx) noexcept nogil:
+    """Full BPTT. ``dh``/``dc`` (B, H) hold dE/dh_n, dE/dc_n on entry and dE/dh_0, dE/dc_0 on exit.
+
+    ``work`` is H scratch elements. dW, dR, db, dp are overwritten; dx is overwritten or, with ``accumulate_dx``,
+    added to (the second direction of a bidirectional layer).
+    """
+    cdef Py_ssize_t H = s.hidden, GH = s.n_blocks * s.hidden, BH = B * s.hidden, TB = T * B
+    cdef Py_ssize_t n, t, r, j, k, prev, nxt
+    cdef const floating *drow
+    cdef floating *dh_r
+    cdef floating *dg_t
+    cdef Py_ssize_t n_peep = (s.pk_i >= 0) + (s.pk_f >= 0) + (s.pk_o >= 0)
+
+    if dp != NULL:
+        memset(dp, 0, n_peep * H * sizeof(floating))
+    for n in range(T):
+        t = n if reverse else T - 1 - n
+        prev = t + 1 if reverse else t
+        nxt = t if reverse else t + 1
+        dg_t = d_gates + t * B * GH
+        for r in range(B):
+            if lengths != NULL and t >= lengths[r]:
+                memset(dg_t + r * GH, 0, GH * sizeof(floating))  # padded: the state's delta passes through
+                continue
+            dh_r = dh + r * H
+            drow = d_out + (t * B + r) * ld_dout
+            for j in range(H):
+                dh_r[j] += drow[j]
+            _step_backward(s, gates + (t * B + r) * GH, pre + (t * B + r) * GH if pre != NULL else NULL, p,
+                           c_states + prev * BH + r * H, c_states + nxt * BH + r * H, hc + (t * B + r) * H,
+                           dh_r, dc + r * H, dg_t + r * GH, work, dp)
+        # dE/dy_{t-1} += R^T delta_t
+        if B == 1:
+            gemv(Trans, <int> GH, <int> H, <floating> 1, R, <int> H, dg_t, 1, <floating> 1, dh, 1)
+        else:
+            gemm(NoTrans, NoTrans, <int> B, <int> H, <int> GH, <floating> 1, dg_t, <int> GH, R, <int> H,
+                 <floating> 1, dh, <int> H)
+
+    # One large GEMM each: dW = delta^T x, dR = delta^T y_prev, dx = delta W
+    gemm(Trans, NoTrans, <int> GH, <int> I, <int> TB, <floating> 1, d_gates, <int> GH, x, <int> I,
+         <floating> 0, dW, <int> I)
+    gemm(Trans, NoTrans, <int> GH, <int> H, <int> TB, <floating> 1, d_gates, <int> GH,
+         h_states + (BH if reverse else 0), <int> H, <floating> 0, dR, <int> H)
+    memset(db, 0, GH * sizeof(floating))
+    for r in range(TB):
+        for k in range(GH):
+            db[k] += d_gates[r * GH + k]
+    gemm(NoTrans, NoTrans, <int> TB, <int> I, <int> GH, <floating> 1, d_gates, <int> GH, W, <int> I,
+         <floating> (1 if accumulate_dx else 0), dx, <int> I)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Python boundary. The layer validates user input; these wrappers re-check the shapes they rely on, so that a direct
+# call with inconsistent arrays raises instead of reading out of bounds.
+
+cdef CellSpec _spec_from_layout(tuple layout, Py_ssize_t H) except *:
+    cdef CellSpec s
+    (s.n_blocks, s.blk_i, s.blk_f, s.blk_o, s.blk_z, s.coupled, s.pk_i, s.pk_f, s.pk_o,
+     s.act_gate, s.gate_alpha, s.gate_beta, s.act_input, s.input_alpha, s.input_beta,
+     s.act_output, s.output_alpha, s.output_beta, s.clip) = layout
+    s.hidden = H
+    return s
+
+
+cdef Py_ssize_t _row_stride(object arr, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t itemsize,
+                            str name) except -1:
+    """Row stride (in elements) of a (T, B, H) view whose rows are contiguous and evenly spaced."""
+    if tuple(arr.shape)[:3] != (T, B, H):
+        raise ValueError(f"{name} has shape {tuple(arr.shape[:3])}, expected {(T, B, H)}")
+    st = arr.strides
+    if st[2] != itemsize or st[1] % itemsize or st[0] != B * st[1] or st[1] < H * itemsize:
+        raise ValueError(f"{name} must have contiguous rows evenly spaced in memory")
+    return st[1] // itemsize
+
+
+def _check(bint ok, str message):
+    if not ok:
+        raise ValueError(message)
+
+
+def forward(tuple layout, bint reverse, const floating[:, :, ::1] x, const floating[:, ::1] W,
+            const floating[:, ::1] R, const floating[::1] b, const floating[::1] p, const int[::1] lengths,
+            floating[:, :, ::1] h_states, floating[:, :, ::1] c_states, floating[:, :, ::1] gates,
+            floating[:, :, ::1] hc, floating[:, :, ::1] pre, floating[:, :, :] out):
+    """Run one direction of one layer over a whole sequence (see the module docstring for every array)."""
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = R.shape[1]
+    cdef CellSpec s = _spec_from_layout(layout, H)
+    cdef Py_ssize_t GH = s.n_blocks * H, n_peep = (s.pk_i >= 0) + (s.pk_f >= 0) + (s.pk_o >= 0)
+    _check(T >= 1 and B >= 1 and I >= 1 and H >= 1, "empty sequence, batch, input or hidden size")
+    _check(W.shape[0] == GH and W.shape[1] == I and R.shape[0] == GH and b.shape[0] == GH, "W, R, b shapes")
+    _check((p is None) == (n_peep == 0) and (p is None or p.shape[0] == n_peep * H), "peephole shape")
+    _check(lengths is None or lengths.shape[0] == B, "lengths shape")
+    _check(tuple(h_states.shape)[:3] == (T + 1, B, H) and tuple(c_states.shape)[:3] == (T + 1, B, H), "state shapes")
+    _check(tuple(gates.shape)[:3] == (T, B, GH) and tuple(hc.shape)[:3] == (T, B, H), "workspace shapes")
+    _check((pre is None) == (s.clip <= 0) and (pre is None or tuple(pre.shape)[:3] == (T, B, GH)), "pre shape")
+    if lengths is not None:
+        for r in range(B):
+            _check(0 <= lengths[r] <= T, "lengths out of range")
+    cdef Py_ssize_t ld = _row_stride(out, T, B, H, sizeof(floating), "out")
+    with nogil:
+        cell_forward(&s, T, B, I, reverse, &x[0, 0, 0], &W[0, 0], &R[0, 0], &b[0],
+                     &p[0] if p is not None else NULL, &lengths[0] if lengths is not None else NULL,
+                     &h_states[0, 0, 0], &c_states[0, 0, 0], &gates[0, 0, 0], &hc[0, 0, 0],
+                     &pre[0, 0, 0] if pre is not None else NULL, &out[0, 0, 0], ld)
+
+
+def backward(tuple layout, bint reverse, const floating[:, :, ::1] x, const floating[:, ::1] W,
+             const floating[:, ::1] R, const floating[::1] p, const int[::1] lengths,
+             const floating[:, :, ::1] h_states, const floating[:, :, ::1] c_states,
+             const floating[:, :, ::1] gates, const floating[:, :, ::1] hc, const floating[:, :, ::1] pre,
+             const floating[:, :, :] d_out, floating[:, ::1] dh, floating[:, ::1] dc,
+             floating[:, :, ::1] d_gates, floating[:, ::1] dW, floating[:, ::1] dR, floating[::1] db,
+             floating[::1] dp, floating[:, :, ::1] dx, bint accumulate_dx):
+    """BPTT for one direction of one layer, from the arrays its ``forward`` filled (see ``cell_backward``)."""
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = R.shape[1]
+    cdef CellSpec s = _spec_from_layout(layout, H)
+    cdef Py_ssize_t GH = s.n_blocks * H, n_peep = (s.pk_i >= 0) + (s.pk_f >= 0) + (s.pk_o >= 0)
+    _check(T >= 1 and B >= 1 and I >= 1 and H >= 1, "empty sequence, batch, input or hidden size")
+    _check(W.shape[0] == GH and W.shape[1] == I and R.shape[0] == GH, "W, R shapes")
+    _check((p is None) == (n_peep == 0) and (p is None or p.shape[0] == n_peep * H), "peephole shape")
+    _check((dp is None) == (p is None) and (dp is None or dp.shape[0] == p.shape[0]), "dp shape")
+    _check(lengths is None or lengths.shape[0] == B, "lengths shape")
+    _check(tuple(h_states.shape)[:3] == (T + 1, B, H) and tuple(c_states.shape)[:3] == (T + 1, B, H), "state shapes")
+    _check(tuple(gates.shape)[:3] == (T, B, GH) and tuple(hc.shape)[:3] == (T, B, H), "workspace shapes")
+    _check(tuple(d_gates.shape)[:3] == (T, B, GH), "d_gates shape")
+    _check((pre is None) == (s.clip <= 0) and (pre is None or tuple(pre.shape)[:3] == (T, B, GH)), "pre shape")
+    _check(tuple(dh.shape)[:2] == (B, H) and tuple(dc.shape)[:2] == (B, H), "dh, dc shapes")
+    _check(tuple(dW.shape)[:2] == (GH, I) and tuple(dR.shape)[:2] == (GH, H) and db.shape[0] == GH, "dW, dR, db shapes")
+    _check(tuple(dx.shape)[:3] == (T, B, I), "dx shape")
+    if lengths is not None:
+        for r in range(B):
+            _check(0 <= lengths[r] <= T, "lengths out of range")
+    cdef Py_ssize_t ld = _row_stride(d_out, T, B, H, sizeof(floating), "d_out")
+    cdef floating[::1] work = None
+    import numpy as np
+    work = np.empty(H, dtype=np.float32 if floating is float else np.float64)
+    with nogil:
+        cell_backward(&s, T, B, I, reverse, &x[0, 0, 0], &W[0, 0], &R[0, 0],
+                      &p[0] if p is not None else NULL, &lengths[0] if lengths is not None else NULL,
+                      &h_states[0, 0, 0], &c_states[0, 0, 0], &gates[0, 0, 0], &hc[0, 0, 0],
+                      &pre[0, 0, 0] if pre is not None else NULL, &d_out[0, 0, 0], ld,
+                      &dh[0, 0], &dc[0, 0], &d_gates[0, 0, 0], &work[0],
+                      &dW[0, 0], &dR[0, 0], &db[0], &dp[0] if dp is not None else NULL,
+                      &dx[0, 0, 0], accumulate_dx)

@@ -1,0 +1,235 @@
+"""``lstmcore.LSTM``: a stack of (optionally bidirectional) recurrent layers of any registered variant, with PyTorch's
+conventions. All validation happens here, before any kernel runs."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from lstmcore.plugins import get_variant
+from lstmcore.variant import Variant
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class LSTM:
+    """A recurrent layer stack: ``output, (h_n, c_n) = layer(x, state=None, lengths=None)``.
+
+    Shapes, with D = 2 if ``bidirectional`` else 1 and L = ``num_layers``:
+
+    - ``x``: ``(T, B, input_size)``, or ``(B, T, input_size)`` with ``batch_first=True``;
+    - ``state``: ``(h_0, c_0)``, each ``(L*D, B, hidden_size)``; zeros when omitted;
+    - ``lengths``: ``(B,)`` integers in ``[0, T]`` for a padded batch: outputs past a sequence's length are zero, its
+      final state is the one at its last real step, and the reverse direction starts at that step;
+    - ``output``: ``(T, B, D*hidden_size)`` (``(B, T, ...)`` with ``batch_first``), forward direction first;
+    - ``h_n``, ``c_n``: ``(L*D, B, hidden_size)``, ordered layer by layer, forward direction first.
+
+    ``layer.backward(d_output, d_h_n=None, d_c_n=None)`` runs BPTT through the last ``forward``, returns ``d_x`` and
+    fills ``layer.grads`` (keys as ``layer.params``) and ``layer.state_grads = (d_h_0, d_c_0)``.
+
+    Parameters are named ``{W,R,b,p}_l{k}`` for layer k and ``..._reverse`` for the backward direction; their shapes are
+    in the variant's docstring (``lstmcore.get_variant(name)``). ``variant_options`` (e.g. ``gate_activation``,
+    ``clip``) configure the variant for every direction; ``reverse_options`` overrides some of them for the reverse one.
+    ``check_finite`` refuses NaN or Inf in the input, state, gradients and weights with a ``ValueError``.
+    """
+
+    def __init__(self, input_size, hidden_size, variant="vanilla", num_layers=1, bidirectional=False,
+                 batch_first=False, dtype=np.float32, seed=None, check_finite=True, reverse_options=None,
+                 **variant_options):
+        self.input_size = _positive_int(input_size, "input_size")
+        self.hidden_size = _positive_int(hidden_size, "hidden_size")
+        self.num_layers = _positive_int(num_layers, "num_layers")
+        self.bidirectional = bool(bidirectional)
+        self.batch_first = bool(batch_first)
+        self.check_finite = bool(check_finite)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+        if self.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        base = variant if isinstance(variant, Variant) else get_variant(variant)
+        self.variant_name = base.name
+        forward_cell = base.with_options(**variant_options)
+        if reverse_options and not self.bidirectional:
+            raise ValueError("reverse_options needs bidirectional=True")
+        reverse_cell = forward_cell.with_options(**(reverse_options or {})) if self.bidirectional else None
+        self.cells = [forward_cell] + ([reverse_cell] if self.bidirectional else [])
+
+        rng = np.random.default_rng(seed)
+        self.params: dict[str, np.ndarray] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        for layer in range(self.num_layers):
+            in_size = self.input_size if layer == 0 else self.num_directions * self.hidden_size
+            for direction, cell in enumerate(self.cells):
+                values = cell.init_parameters(in_size, self.hidden_size, rng, self.dtype)
+                for name, value in values.items():
+                    key = self.param_name(name, layer, direction)
+                    self.params[key] = np.ascontiguousarray(value, dtype=self.dtype)
+                    self._shapes[key] = tuple(value.shape)
+        self.grads: dict[str, np.ndarray] = {}
+        self.state_grads = None
+        self._tape = None
+
+    # -- naming -------------------------------------------------------------------------------------------------------
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @staticmethod
+    def param_name(name: str, layer: int, direction: int) -> str:
+        return f"{name}_l{layer}" + ("_reverse" if direction else "")
+
+    def _direction_params(self, layer: int, direction: int) -> dict[str, np.ndarray]:
+        """The parameters of one layer and direction, checked and made contiguous for the kernel."""
+        suffix = self.param_name("", layer, direction)
+        out = {}
+        for key, shape in self._shapes.items():
+            if not key.endswith(suffix) or key[: -len(suffix)] + suffix != key or "_l" in key[: -len(suffix)]:
+                continue
+            value = self.params.get(key)
+            if not isinstance(value, np.ndarray):
+                raise TypeError(f"layer.params[{key!r}] must be a NumPy array, got {type(value).__name__}")
+            if value.shape != shape:
+                raise ValueError(f"layer.params[{key!r}] has shape {value.shape}, expected {shape}")
+            if value.dtype != self.dtype:
+                raise TypeError(f"layer.params[{key!r}] has dtype {value.dtype}, the layer's dtype is {self.dtype}")
+            if self.check_finite and not np.isfinite(value).all():
+                raise ValueError(f"layer.params[{key!r}] contains NaN or Inf")
+            out[key[: -len(suffix)]] = np.ascontiguousarray(value)
+        return out
+
+    def parameter_count(self) -> int:
+        return int(sum(v.size for v in self.params.values()))
+
+    def __repr__(self) -> str:
+        return (f"LSTM({self.input_size}, {self.hidden_size}, variant={self.variant_name!r}, "
+                f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
+                f"batch_first={self.batch_first}, dtype={self.dtype.name})")
+
+    # -- validation ---------------------------------------------------------------------------------------------------
+    def _float_array(self, value, name: str, shape: tuple[int, ...], shape_text: str) -> np.ndarray:
+        if not isinstance(value, np.ndarray):
+            try:
+                value = np.asarray(value, dtype=self.dtype)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"{name} must be an array of numbers: {exc}") from None
+        if value.dtype != self.dtype:
+            if value.dtype.kind == "f":
+                raise TypeError(f"{name} has dtype {value.dtype} but the layer's dtype is {self.dtype}; "
+                                f"convert it with .astype(np.{self.dtype.name})")
+            raise TypeError(f"{name} has unsupported dtype {value.dtype}; expected {self.dtype}")
+        if value.shape != shape:
+            raise ValueError(f"{name} has shape {value.shape}, expected {shape_text} = {shape}")
+        if self.check_finite and not np.isfinite(value).all():
+            raise ValueError(f"{name} contains NaN or Inf")
+        return value
+
+    def _input(self, x) -> np.ndarray:
+        order = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+        if not isinstance(x, np.ndarray):
+            x = np.asarray(x, dtype=self.dtype)
+        if x.ndim != 3:
+            raise ValueError(f"x must be 3-D {order}, got shape {x.shape}")
+        if x.shape[2] != self.input_size:
+            raise ValueError(f"x has {x.shape[2]} features in its last axis, expected input_size = {self.input_size}")
+        if (x.shape[0] if self.batch_first else x.shape[1]) < 1:
+            raise ValueError(f"x has an empty batch: shape {x.shape}, expected {order} with B >= 1")
+        x = self._float_array(x, "x", x.shape, order)
+        return np.ascontiguousarray(x.transpose(1, 0, 2) if self.batch_first else x)
+
+    def _lengths(self, lengths, T: int, B: int):
+        if lengths is None:
+            return None
+        arr = np.asarray(lengths)
+        if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(arr == np.round(arr))):
+            raise TypeError(f"lengths must be integers, got dtype {arr.dtype}")
+        if arr.shape != (B,):
+            raise ValueError(f"lengths has shape {arr.shape}, expected (B,) = ({B},)")
+        if arr.size and (arr.min() < 0 or arr.max() > T):
+            raise ValueError(f"lengths must lie in [0, T] = [0, {T}], got min {arr.min()} and max {arr.max()}")
+        return np.ascontiguousarray(arr, dtype=np.int32)
+
+    def _state(self, state, B: int):
+        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
+        text = "(num_layers*num_directions, B, hidden_size)"
+        if state is None:
+            return tuple(np.zeros(shape, self.dtype) for _ in self.cells[0].state_names)
+        names = self.cells[0].state_names
+        if not isinstance(state, (tuple, list)) or len(state) != len(names):
+            raise TypeError(f"state must be a tuple ({', '.join(n + '_0' for n in names)}), got {type(state).__name__}")
+        return tuple(self._float_array(s, f"state {n}_0", shape, text) for s, n in zip(state, names))
+
+    # -- compute ------------------------------------------------------------------------------------------------------
+    def forward(self, x, state=None, lengths=None):
+        """Run the whole stack over ``x``; returns ``output, (h_n, c_n)`` (see the class docstring)."""
+        x = self._input(x)
+        T, B, _ = x.shape
+        lengths = self._lengths(lengths, T, B)
+        init = self._state(state, B)
+        H, D = self.hidden_size, self.num_directions
+        params = [[self._direction_params(k, d) for d in range(D)] for k in range(self.num_layers)]
+        final = [np.empty_like(s) for s in init]
+        caches, inp = [], x
+        for k in range(self.num_layers):
+            out = np.zeros((T, B, D * H), dtype=self.dtype)
+            layer_caches = []
+            for d, cell in enumerate(self.cells):
+                start = tuple(np.ascontiguousarray(s[k * D + d]) for s in init)
+                if T == 0:
+                    end, cache = start, None
+                else:
+                    end, cache = cell.forward(params[k][d], inp, start, lengths, d == 1, out[:, :, d * H:(d + 1) * H])
+                for f, e in zip(final, end):
+                    f[k * D + d] = e
+                layer_caches.append(cache)
+            caches.append(layer_caches)
+            inp = out
+        self._tape = (params, caches, T, B, x.shape[2])
+        output = inp.transpose(1, 0, 2) if self.batch_first else inp
+        return output, tuple(final)
+
+    __call__ = forward
+
+    def backward(self, d_output, d_h_n=None, d_c_n=None):
+        """BPTT through the last ``forward``: returns dE/dx and fills ``grads`` and ``state_grads``."""
+        if self._tape is None:
+            raise RuntimeError("backward() needs a forward() first: call layer(x) before layer.backward(d_output)")
+        params, caches, T, B, I = self._tape
+        H, D, L = self.hidden_size, self.num_directions, self.num_layers
+        out_shape = (B, T, D * H) if self.batch_first else (T, B, D * H)
+        d_out = self._float_array(d_output, "d_output", out_shape,
+                                  "output's shape " + ("(B, T, D*H)" if self.batch_first else "(T, B, D*H)"))
+        d_out = np.ascontiguousarray(d_out.transpose(1, 0, 2) if self.batch_first else d_out)
+        state_shape = (L * D, B, H)
+        d_final = []
+        for value, name in zip((d_h_n, d_c_n), ("d_h_n", "d_c_n")):
+            d_final.append(np.zeros(state_shape, self.dtype) if value is None else
+                           self._float_array(value, name, state_shape, "(num_layers*num_directions, B, hidden_size)"))
+        d_init = [np.zeros(state_shape, self.dtype) for _ in d_final]
+        grads = {}
+        for k in reversed(range(L)):
+            in_size = I if k == 0 else D * H
+            d_in = np.zeros((T, B, in_size), dtype=self.dtype)
+            for d, cell in enumerate(self.cells):
+                idx = k * D + d
+                if T == 0:
+                    d_start = tuple(f[idx] for f in d_final)
+                    g = {name: np.zeros_like(v) for name, v in params[k][d].items()}
+                else:
+                    d_start, g = cell.backward(params[k][d], caches[k][d], d_out[:, :, d * H:(d + 1) * H],
+                                               tuple(np.ascontiguousarray(f[idx]) for f in d_final), d_in, d == 1)
+                for target, value in zip(d_init, d_start):
+                    target[idx] = value
+                for name, value in g.items():
+                    grads[self.param_name(name, k, d)] = value
+            d_out = d_in
+        self.grads = {key: grads[key] for key in self.params}
+        self.state_grads = tuple(d_init)
+        return d_out.transpose(1, 0, 2) if self.batch_first else d_out

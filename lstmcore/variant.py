@@ -1,0 +1,213 @@
+"""What a variant is: the ``Variant`` interface every registered cell implements, and ``GatedCell``, the spec of the
+compiled gated-cell kernel family that the built-ins (and spec-based plugins) are instances of."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from lstmcore._kernels import _cell
+from lstmcore._kernels._activations import ACTIVATIONS
+
+#: Names accepted for ``gate_activation``, ``input_activation`` and ``output_activation``.
+ACTIVATION_NAMES = tuple(ACTIVATIONS)
+_DEFAULT_ALPHA_BETA = {"hard_sigmoid": (0.2, 0.5)}  # ONNX's defaults
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation function by name, with the ``alpha``/``beta`` that ``hard_sigmoid`` uses
+    (``max(0, min(1, alpha * x + beta))``); the others ignore them."""
+
+    name: str
+    alpha: float = 0.0
+    beta: float = 0.0
+
+    @classmethod
+    def parse(cls, value: Any, argument: str = "activation") -> "Activation":
+        """Accept a name, a ``(name, alpha, beta)`` tuple or an ``Activation``."""
+        if isinstance(value, Activation):
+            return value
+        if isinstance(value, str):
+            name, params = value.lower(), None
+        elif isinstance(value, (tuple, list)) and len(value) == 3 and isinstance(value[0], str):
+            name, params = value[0].lower(), (float(value[1]), float(value[2]))
+        else:
+            raise TypeError(f"{argument} must be one of {ACTIVATION_NAMES} or a (name, alpha, beta) tuple, "
+                            f"got {value!r}")
+        if name not in ACTIVATIONS:
+            raise ValueError(f"unknown {argument} {name!r}; choose one of {', '.join(ACTIVATION_NAMES)}")
+        alpha, beta = params if params is not None else _DEFAULT_ALPHA_BETA.get(name, (0.0, 0.0))
+        return cls(name, alpha, beta)
+
+    def __str__(self) -> str:
+        return f"{self.name}({self.alpha:g}, {self.beta:g})" if self.name == "hard_sigmoid" else self.name
+
+
+class Variant:
+    """A recurrent cell that runs its own forward and backward over a whole time-major sequence.
+
+    Subclasses set ``name`` and implement ``parameter_shapes``, ``forward`` and ``backward``. The layer
+    (``lstmcore.LSTM``) validates input, allocates the output and calls these once per layer and direction:
+
+    - ``forward(params, x, state, lengths, reverse, out)``: ``x`` is ``(T, B, I)``; ``state`` a tuple of ``(B, H)``
+      arrays (``(h0, c0)`` for LSTM cells); ``lengths`` an int32 ``(B,)`` array or None; ``out`` a ``(T, B, H)`` view
+      to write the outputs into (zero past each sequence's length). Returns ``(final_state, cache)``.
+    - ``backward(params, cache, d_out, d_state, d_x, accumulate_dx)``: ``d_out`` is ``(T, B, H)``; ``d_state`` the
+      gradients of the final state; writes (or, with ``accumulate_dx``, adds) dE/dx into ``d_x``.
+      Returns ``(d_initial_state, grads)`` with ``grads`` keyed like ``params``.
+    """
+
+    name: ClassVar[str] | str = ""
+    description: str = ""
+    compiled: bool = False
+    state_names: tuple[str, ...] = ("h", "c")
+
+    def with_options(self, **options) -> "Variant":
+        """A copy configured with per-layer options (e.g. activations); unknown options raise ``TypeError``."""
+        if options:
+            raise TypeError(f"variant {self.name!r} takes no options, got {sorted(options)}")
+        return self
+
+    def parameter_shapes(self, input_size: int, hidden_size: int) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
+    def parameter_count(self, input_size: int, hidden_size: int) -> int:
+        return int(sum(np.prod(s) for s in self.parameter_shapes(input_size, hidden_size).values()))
+
+    def init_parameters(self, input_size: int, hidden_size: int, rng: np.random.Generator,
+                        dtype=np.float32) -> dict[str, np.ndarray]:
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) for every parameter, as PyTorch initialises ``nn.LSTM``."""
+        bound = 1.0 / np.sqrt(hidden_size)
+        return {name: rng.uniform(-bound, bound, size=shape).astype(dtype)
+                for name, shape in self.parameter_shapes(input_size, hidden_size).items()}
+
+    def forward(self, params, x, state, lengths, reverse, out):
+        raise NotImplementedError
+
+    def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class GatedCell(Variant):
+    """A spec of the compiled gated-cell family (the LSTM block of Greff et al., 2017)::
+
+        z = g(W_z x_t + R_z y_{t-1} + b_z)                              block input
+        i = sigma(W_i x_t + R_i y_{t-1} + p_i * c_{t-1} + b_i)          input gate   (i = 1 without it)
+        f = sigma(W_f x_t + R_f y_{t-1} + p_f * c_{t-1} + b_f)          forget gate  (f = 1 without it; 1 - i if coupled)
+        c_t = z * i + c_{t-1} * f
+        o = sigma(W_o x_t + R_o y_{t-1} + p_o * c_t + b_o)              output gate  (o = 1 without it)
+        y_t = h(c_t) * o
+
+    Parameters: ``W`` (G*H, I), ``R`` (G*H, H), ``b`` (G*H,) with row blocks ordered (present gates of i, f, o), then
+    z; ``p`` (P*H,) the present peepholes in the order i, f, o. ``clip`` clamps every pre-activation (and the cell fed
+    to h) to [-clip, clip]. No code is needed for a new spec: the compiled kernel runs it.
+    """
+
+    name: str = "gated"
+    input_gate: bool = True
+    forget_gate: bool = True
+    output_gate: bool = True
+    peepholes: bool = False
+    coupled: bool = False
+    gate_activation: Any = "sigmoid"
+    input_activation: Any = "tanh"
+    output_activation: Any = "tanh"
+    clip: float | None = None
+    description: str = ""
+    compiled: ClassVar[bool] = True
+
+    _OPTIONS: ClassVar[tuple[str, ...]] = ("gate_activation", "input_activation", "output_activation", "clip")
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise ValueError(f"variant name {self.name!r} must be lower-case letters, digits, '_' or '-'")
+        if self.coupled and not (self.input_gate and not self.forget_gate):
+            raise ValueError("a coupled cell (f = 1 - i) needs input_gate=True and forget_gate=False")
+        for field in ("gate_activation", "input_activation", "output_activation"):
+            object.__setattr__(self, field, Activation.parse(getattr(self, field), field))
+        if self.clip is not None:
+            clip = float(self.clip)
+            if not np.isfinite(clip) or clip <= 0:
+                raise ValueError(f"clip must be None or a positive finite number, got {self.clip!r}")
+            object.__setattr__(self, "clip", clip)
+
+    def with_options(self, **options) -> "GatedCell":
+        unknown = sorted(set(options) - set(self._OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown option(s) {unknown} for variant {self.name!r}; "
+                            f"it accepts {', '.join(self._OPTIONS)}")
+        return dataclasses.replace(self, **options) if options else self
+
+    # -- layout ---------------------------------------------------------------------------------------------------
+    @property
+    def gate_blocks(self) -> tuple[str, ...]:
+        """Row blocks of W, R and b, in order: the present gates of (i, f, o), then the block input z."""
+        present = {"i": self.input_gate, "f": self.forget_gate and not self.coupled, "o": self.output_gate}
+        return tuple(g for g in "ifo" if present[g]) + ("z",)
+
+    @property
+    def peephole_blocks(self) -> tuple[str, ...]:
+        """Blocks of p, in order: the peepholes of the present gates among (i, f, o)."""
+        return tuple(g for g in self.gate_blocks if g != "z") if self.peepholes else ()
+
+    def parameter_shapes(self, input_size: int, hidden_size: int) -> dict[str, tuple[int, ...]]:
+        G, H = len(self.gate_blocks), hidden_size
+        shapes = {"W": (G * H, input_size), "R": (G * H, H), "b": (G * H,)}
+        if self.peephole_blocks:
+            shapes["p"] = (len(self.peephole_blocks) * H,)
+        return shapes
+
+    @property
+    def kernel_layout(self) -> tuple:
+        """The tuple the compiled kernel reads its ``CellSpec`` from."""
+        blocks, peeps = self.gate_blocks, self.peephole_blocks
+
+        def index(seq, g):
+            return seq.index(g) if g in seq else -1
+
+        acts = []
+        for a in (self.gate_activation, self.input_activation, self.output_activation):
+            acts += [ACTIVATIONS[a.name], a.alpha, a.beta]
+        return (len(blocks), index(blocks, "i"), index(blocks, "f"), index(blocks, "o"), index(blocks, "z"),
+                self.coupled, index(peeps, "i"), index(peeps, "f"), index(peeps, "o"),
+                *acts, self.clip or 0.0)
+
+    @property
+    def equations(self) -> str:
+        return GatedCell.__doc__
+
+    # -- compute --------------------------------------------------------------------------------------------------
+    def forward(self, params, x, state, lengths, reverse, out):
+        T, B, _ = x.shape
+        H = params["R"].shape[1]
+        G = len(self.gate_blocks)
+        h_states = np.empty((T + 1, B, H), dtype=x.dtype)
+        c_states = np.empty((T + 1, B, H), dtype=x.dtype)
+        init = T if reverse else 0
+        h_states[init], c_states[init] = state
+        gates = np.empty((T, B, G * H), dtype=x.dtype)
+        hc = np.empty((T, B, H), dtype=x.dtype)
+        pre = np.empty((T, B, G * H), dtype=x.dtype) if self.clip else None
+        layout = self.kernel_layout
+        _cell.forward(layout, reverse, x, params["W"], params["R"], params["b"], params.get("p"), lengths,
+                      h_states, c_states, gates, hc, pre, out)
+        final = 0 if reverse else T
+        cache = (x, lengths, reverse, h_states, c_states, gates, hc, pre)
+        return (h_states[final].copy(), c_states[final].copy()), cache
+
+    def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
+        x, lengths, reverse, h_states, c_states, gates, hc, pre = cache
+        dh = np.array(d_state[0], dtype=x.dtype, order="C", copy=True)
+        dc = np.array(d_state[1], dtype=x.dtype, order="C", copy=True)
+        grads = {name: np.empty_like(value) for name, value in params.items()}
+        d_gates = np.empty_like(gates)
+        _cell.backward(self.kernel_layout, reverse, x, params["W"], params["R"], params.get("p"), lengths,
+                       h_states, c_states, gates, hc, pre, d_out, dh, dc, d_gates,
+                       grads["W"], grads["R"], grads["b"], grads.get("p"), d_x, accumulate_dx)
+        return (dh, dc), grads

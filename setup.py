@@ -1,0 +1,35 @@
+"""Build of the compiled kernels: every extension is listed here, in one place.
+
+Set ``LSTMCORE_DEBUG=1`` at build time to compile with bounds checks and wrap-around on (for hunting a crash).
+"""
+import os
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("LSTMCORE_DEBUG", "") not in ("", "0")
+
+directives = {
+    "language_level": "3",
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": not DEBUG,
+    "embedsignature": True,
+}
+
+compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+
+extensions = [
+    Extension(
+        f"lstmcore._kernels.{name}",
+        [f"lstmcore/_kernels/{name}.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        extra_compile_args=compile_args,
+    )
+    for name in ("_blas", "_activations", "_cell")
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))

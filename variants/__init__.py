@@ -1,0 +1,24 @@
+"""The built-in variants of "LSTM: A Search Space Odyssey" (Greff et al., 2017), registered through the same
+``register_variants`` hook as any third-party plugin. Installed as ``lstmcore.variants``."""
+from lstmcore.hookspecs import hookimpl
+from lstmcore.variant import GatedCell
+
+BUILTIN_VARIANTS = (
+    GatedCell("vanilla", description="No peepholes (the paper's NP); the PyTorch, Keras and ONNX default LSTM."),
+    GatedCell("peephole", peepholes=True, description="The paper's vanilla LSTM V: three gates with peepholes."),
+    GatedCell("coupled", peepholes=True, coupled=True, forget_gate=False,
+              description="Coupled input and forget gate (CIFG): f = 1 - i."),
+    GatedCell("nig", peepholes=True, input_gate=False, description="No input gate: i = 1."),
+    GatedCell("nfg", peepholes=True, forget_gate=False, description="No forget gate: f = 1 (unbounded cell)."),
+    GatedCell("nog", peepholes=True, output_gate=False, description="No output gate: o = 1."),
+    GatedCell("niaf", peepholes=True, input_activation="identity",
+              description="No input activation function: g(x) = x."),
+    GatedCell("noaf", peepholes=True, output_activation="identity",
+              description="No output activation function: h(x) = x."),
+)
+
+
+@hookimpl
+def register_variants(register):
+    for variant in BUILTIN_VARIANTS:
+        register(variant)
