@@ -19,13 +19,15 @@ directives = {
     "embedsignature": True,
 }
 
-compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+# -fno-trapping-math lets GCC if-convert the clamps in the element-wise loops so that they vectorise;
+# it changes no result and, unlike -ffast-math, links nothing that alters the process's floating-point state.
+compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
 
 extensions = [
     Extension(
         f"lstmcore._kernels.{name}",
         [f"lstmcore/_kernels/{name}.pyx"],
-        include_dirs=[numpy.get_include()],
+        include_dirs=[numpy.get_include(), "lstmcore/_kernels"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=compile_args,
     )

@@ -3,7 +3,18 @@
 # Kernels store an activation's OUTPUT and get its derivative back from that output, so no pre-activation has to be kept
 # (every activation here has a derivative that is a function of its output).
 from cython cimport floating
-from libc.math cimport exp, expf, tanh, tanhf, fabs, fabsf
+from libc.math cimport fabs, fabsf
+
+cdef extern from "lstmcore_fastmath.h" nogil:
+    # vectorisable exp-based sigmoid and tanh (see the header); the *_block functions pick AVX2 at load time
+    float lc_sigmoidf(float x)
+    double lc_sigmoid(double x)
+    float lc_tanhf(float x)
+    double lc_tanh(double x)
+    void lc_sigmoid_block_f(float *v, Py_ssize_t n)
+    void lc_sigmoid_block_d(double *v, Py_ssize_t n)
+    void lc_tanh_block_f(float *v, Py_ssize_t n)
+    void lc_tanh_block_d(double *v, Py_ssize_t n)
 
 cdef enum ActivationKind:
     SIGMOID = 0
@@ -19,14 +30,14 @@ cdef inline floating activate(int kind, floating x, floating alpha, floating bet
     cdef floating v
     if kind == SIGMOID:
         if floating is float:
-            return 1.0 / (1.0 + expf(-x))
+            return lc_sigmoidf(x)
         else:
-            return 1.0 / (1.0 + exp(-x))
+            return lc_sigmoid(x)
     elif kind == TANH:
         if floating is float:
-            return tanhf(x)
+            return lc_tanhf(x)
         else:
-            return tanh(x)
+            return lc_tanh(x)
     elif kind == IDENTITY:
         return x
     elif kind == RELU:
@@ -66,11 +77,15 @@ cdef inline void activate_block(int kind, floating alpha, floating beta, floatin
     """v[j] = act(v[j]) for j < n; the choice of function is made once, outside the loop."""
     cdef Py_ssize_t j
     if kind == SIGMOID:
-        for j in range(n):
-            v[j] = activate(SIGMOID, v[j], alpha, beta)
+        if floating is float:
+            lc_sigmoid_block_f(v, n)
+        else:
+            lc_sigmoid_block_d(v, n)
     elif kind == TANH:
-        for j in range(n):
-            v[j] = activate(TANH, v[j], alpha, beta)
+        if floating is float:
+            lc_tanh_block_f(v, n)
+        else:
+            lc_tanh_block_d(v, n)
     elif kind == IDENTITY:
         pass
     elif kind == RELU:
