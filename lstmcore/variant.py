@@ -105,8 +105,9 @@ class GatedCell(Variant):
         y_t = h(c_t) * o
 
     Parameters: ``W`` (G*H, I), ``R`` (G*H, H), ``b`` (G*H,) with row blocks ordered (present gates of i, f, o), then
-    z; ``p`` (P*H,) the present peepholes in the order i, f, o. ``clip`` clamps every pre-activation (and the cell fed
-    to h) to [-clip, clip]. No code is needed for a new spec: the compiled kernel runs it.
+    z; ``p`` (P*H,) the present peepholes in the order i, f, o. ``clip`` clamps the pre-activations of z, i, f and o
+    (peephole terms included) to [-clip, clip], as ONNX's ``clip``; the cell fed to h is not clamped. No code is needed
+    for a new spec: the compiled kernel runs it.
     """
 
     name: str = "gated"

@@ -65,3 +65,20 @@ def axpy_py(floating alpha, const floating[::1] x, floating[::1] y):
         raise ValueError("axpy_py: lengths differ")
     with nogil:
         axpy(<int> x.shape[0], alpha, &x[0], 1, &y[0], 1)
+
+
+def small_gemm_py(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C, bint b_transposed=False):
+    """Python twin of ``small_gemm`` for tests: ``C += A @ B`` (or ``A @ B.T`` with ``b_transposed``) in place."""
+    cdef Py_ssize_t M = A.shape[0], K = A.shape[1]
+    cdef Py_ssize_t N = B.shape[0] if b_transposed else B.shape[1]
+    if (B.shape[1] if b_transposed else B.shape[0]) != K or C.shape[0] != M or C.shape[1] != N:
+        raise ValueError("small_gemm_py: operand shapes do not agree")
+    cdef Py_ssize_t sk = 1 if b_transposed else N
+    cdef Py_ssize_t sn = K if b_transposed else 1
+    import numpy as np
+    cdef floating[::1] packed = np.empty(max(K * N, 1), dtype=np.float32 if floating is float else np.float64)
+    if M == 0 or N == 0 or K == 0:
+        return
+    with nogil:
+        pack_panels(K, N, &B[0, 0], sk, sn, &packed[0])
+        small_gemm(M, N, K, &A[0, 0], K, &packed[0], &B[0, 0], sk, sn, &C[0, 0], N)

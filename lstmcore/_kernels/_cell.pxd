@@ -10,13 +10,13 @@ cdef struct CellSpec:
     Py_ssize_t pk_i, pk_f, pk_o             # block index of each peephole vector in p, -1 when absent
     int act_gate, act_input, act_output     # ActivationKind of sigma, g, h
     double gate_alpha, gate_beta, input_alpha, input_beta, output_alpha, output_beta
-    double clip                # > 0: clamp every pre-activation to [-clip, clip]; 0: no clip
+    double clip                # > 0: clamp the pre-activations of z, i, f, o to [-clip, clip]; 0: no clip
 
 cdef void cell_forward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, bint reverse,
                        const floating *x, const floating *W, const floating *R, const floating *b,
                        const floating *p, const int *lengths,
                        floating *h_states, floating *c_states, floating *gates, floating *hc, floating *pre,
-                       floating *out, Py_ssize_t ld_out) noexcept nogil
+                       floating *out, Py_ssize_t ld_out, floating *packed) noexcept nogil
 
 cdef void cell_backward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, bint reverse,
                         const floating *x, const floating *W, const floating *R, const floating *p,
@@ -26,4 +26,4 @@ cdef void cell_backward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_
                         const floating *d_out, Py_ssize_t ld_dout,
                         floating *dh, floating *dc, floating *d_gates, floating *work,
                         floating *dW, floating *dR, floating *db, floating *dp,
-                        floating *dx, bint accumulate_dx) noexcept nogil
+                        floating *dx, bint accumulate_dx, floating *packed) noexcept nogil

@@ -8,7 +8,7 @@ Memory layout (row-major, time-major):
     x       (T, B, I)            W (G*H, I), R (G*H, H), b (G*H), p (P*H)   blocks: present gates of (i, f, o), then z
     states  (T+1, B, H)          forward: slot 0 initial, slot t+1 after step t; reverse: slot T initial, slot t after t
     gates   (T, B, G*H)          activations of every block (pre-activations plus bias on the way in)
-    hc      (T, B, H)            h(c_t), the output activation of the (clipped) cell
+    hc      (T, B, H)            h(c_t), the output activation of the cell
     pre     (T, B, G*H) or None  raw pre-activations, kept only when clipping, for the clamp's derivative
     out     (T, B, ld)           the direction's columns of the layer output; zero past a sequence's length
 A sequence's padded steps (t >= lengths[b]) carry the state unchanged, so the final slot always holds the final state and
@@ -16,7 +16,9 @@ the slot before a real step always holds its previous state, in both directions.
 """
 from libc.string cimport memcpy, memset
 
-from lstmcore._kernels._blas cimport gemm, gemv, NoTrans, Trans
+import numpy as np
+
+from lstmcore._kernels._blas cimport gemm, gemv, small_gemm, pack_panels, NoTrans, Trans
 from lstmcore._kernels._activations cimport (activate_block, multiply_derivative_block, clip_block,
                                               zero_where_clipped)
 
@@ -82,12 +84,7 @@ cdef void _step_forward(const CellSpec *s, floating *g, floating *pr, const floa
             clip_block(clip, go, pr + s.blk_o * H, go, H)
         activate_block(s.act_gate, <floating> s.gate_alpha, <floating> s.gate_beta, go, H)
 
-    if clip > 0:
-        for j in range(H):
-            y = c_next[j]
-            hc[j] = -clip if y < -clip else (clip if y > clip else y)
-    else:
-        memcpy(hc, c_next, H * sizeof(floating))
+    memcpy(hc, c_next, H * sizeof(floating))  # clip does not apply to the cell fed to h (as ONNX Runtime)
     activate_block(s.act_output, <floating> s.output_alpha, <floating> s.output_beta, hc, H)
     if go != NULL:
         for j in range(H):
@@ -103,7 +100,8 @@ cdef void cell_forward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t
                        const floating *x, const floating *W, const floating *R, const floating *b,
                        const floating *p, const int *lengths,
                        floating *h_states, floating *c_states, floating *gates, floating *hc, floating *pre,
-                       floating *out, Py_ssize_t ld_out) noexcept nogil:
+                       floating *out, Py_ssize_t ld_out, floating *packed) noexcept nogil:
+    """``packed``: NULL to run the recurrence on BLAS, or G*H scratch elements for the packed small-GEMM path."""
     cdef Py_ssize_t H = s.hidden, GH = s.n_blocks * s.hidden, BH = B * s.hidden
     cdef Py_ssize_t n, t, r, prev, nxt
     cdef floating *g_t
@@ -114,12 +112,16 @@ cdef void cell_forward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t
     gemm(NoTrans, Trans, <int> (T * B), <int> GH, <int> I, <floating> 1, x, <int> I, W, <int> I,
          <floating> 1, gates, <int> GH)
 
+    if packed != NULL:  # R^T as the K x N = H x GH operand
+        pack_panels(H, GH, R, 1, H, packed)
     for n in range(T):
         t = T - 1 - n if reverse else n
         prev = t + 1 if reverse else t
         nxt = t if reverse else t + 1
         g_t = gates + t * B * GH
-        if B == 1:
+        if packed != NULL:
+            small_gemm(B, GH, H, h_states + prev * BH, H, packed, R, 1, H, g_t, GH)
+        elif B == 1:
             gemv(NoTrans, <int> GH, <int> H, <floating> 1, R, <int> H, h_states + prev * BH, 1,
                  <floating> 1, g_t, 1)
         else:
@@ -170,8 +172,6 @@ cdef void _step_backward(const CellSpec *s, const floating *g, const floating *p
     else:
         memcpy(dcell, dh, H * sizeof(floating))
     multiply_derivative_block(s.act_output, <floating> s.output_alpha, hc, dcell, H)
-    if clip > 0:
-        zero_where_clipped(clip, c_next, dcell, H)
     if go != NULL:
         multiply_derivative_block(s.act_gate, ga, go, dgo, H)
         if clip > 0:
@@ -237,11 +237,11 @@ cdef void cell_backward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_
                         const floating *d_out, Py_ssize_t ld_dout,
                         floating *dh, floating *dc, floating *d_gates, floating *work,
                         floating *dW, floating *dR, floating *db, floating *dp,
-                        floating *dx, bint accumulate_dx) noexcept nogil:
+                        floating *dx, bint accumulate_dx, floating *packed) noexcept nogil:
     """Full BPTT. ``dh``/``dc`` (B, H) hold dE/dh_n, dE/dc_n on entry and dE/dh_0, dE/dc_0 on exit.
 
     ``work`` is H scratch elements. dW, dR, db, dp are overwritten; dx is overwritten or, with ``accumulate_dx``,
-    added to (the second direction of a bidirectional layer).
+    added to (the second direction of a bidirectional layer). ``packed`` as in ``cell_forward``.
     """
     cdef Py_ssize_t H = s.hidden, GH = s.n_blocks * s.hidden, BH = B * s.hidden, TB = T * B
     cdef Py_ssize_t n, t, r, j, k, prev, nxt
@@ -252,6 +252,8 @@ cdef void cell_backward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_
 
     if dp != NULL:
         memset(dp, 0, n_peep * H * sizeof(floating))
+    if packed != NULL:  # R as the K x N = GH x H operand
+        pack_panels(GH, H, R, H, 1, packed)
     for n in range(T):
         t = n if reverse else T - 1 - n
         prev = t + 1 if reverse else t
@@ -269,7 +271,9 @@ cdef void cell_backward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_
                            c_states + prev * BH + r * H, c_states + nxt * BH + r * H, hc + (t * B + r) * H,
                            dh_r, dc + r * H, dg_t + r * GH, work, dp)
         # dE/dy_{t-1} += R^T delta_t
-        if B == 1:
+        if packed != NULL:
+            small_gemm(B, H, GH, dg_t, GH, packed, R, H, 1, dh, H)
+        elif B == 1:
             gemv(Trans, <int> GH, <int> H, <floating> 1, R, <int> H, dg_t, 1, <floating> 1, dh, 1)
         else:
             gemm(NoTrans, NoTrans, <int> B, <int> H, <int> GH, <floating> 1, dg_t, <int> GH, R, <int> H,
@@ -312,6 +316,22 @@ cdef Py_ssize_t _row_stride(object arr, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H
     return st[1] // itemsize
 
 
+#: Batch sizes up to this run the per-step recurrence on the packed single-thread kernel; larger ones on BLAS, whose
+#: threads pay off once each step's GEMM is large (measured on 2 cores: see benchmarks/).
+SMALL_GEMM_MAX_BATCH = 32
+
+
+def _packed_workspace(step_gemm, Py_ssize_t B, Py_ssize_t GH, Py_ssize_t H, dtype):
+    """None for the BLAS recurrence, or the scratch array of the packed small-GEMM recurrence."""
+    if step_gemm == "auto":
+        step_gemm = "packed" if B <= SMALL_GEMM_MAX_BATCH else "blas"
+    if step_gemm == "blas":
+        return None
+    if step_gemm != "packed":
+        raise ValueError(f"step_gemm must be 'auto', 'blas' or 'packed', got {step_gemm!r}")
+    return np.empty(GH * H, dtype=dtype)
+
+
 def _check(bint ok, str message):
     if not ok:
         raise ValueError(message)
@@ -320,7 +340,7 @@ def _check(bint ok, str message):
 def forward(tuple layout, bint reverse, const floating[:, :, ::1] x, const floating[:, ::1] W,
             const floating[:, ::1] R, const floating[::1] b, const floating[::1] p, const int[::1] lengths,
             floating[:, :, ::1] h_states, floating[:, :, ::1] c_states, floating[:, :, ::1] gates,
-            floating[:, :, ::1] hc, floating[:, :, ::1] pre, floating[:, :, :] out):
+            floating[:, :, ::1] hc, floating[:, :, ::1] pre, floating[:, :, :] out, step_gemm="auto"):
     """Run one direction of one layer over a whole sequence (see the module docstring for every array)."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = R.shape[1]
     cdef CellSpec s = _spec_from_layout(layout, H)
@@ -336,11 +356,13 @@ def forward(tuple layout, bint reverse, const floating[:, :, ::1] x, const float
         for r in range(B):
             _check(0 <= lengths[r] <= T, "lengths out of range")
     cdef Py_ssize_t ld = _row_stride(out, T, B, H, sizeof(floating), "out")
+    cdef floating[::1] packed = _packed_workspace(step_gemm, B, GH, H, np.float32 if floating is float else np.float64)
     with nogil:
         cell_forward(&s, T, B, I, reverse, &x[0, 0, 0], &W[0, 0], &R[0, 0], &b[0],
                      &p[0] if p is not None else NULL, &lengths[0] if lengths is not None else NULL,
                      &h_states[0, 0, 0], &c_states[0, 0, 0], &gates[0, 0, 0], &hc[0, 0, 0],
-                     &pre[0, 0, 0] if pre is not None else NULL, &out[0, 0, 0], ld)
+                     &pre[0, 0, 0] if pre is not None else NULL, &out[0, 0, 0], ld,
+                     &packed[0] if packed is not None else NULL)
 
 
 def backward(tuple layout, bint reverse, const floating[:, :, ::1] x, const floating[:, ::1] W,
@@ -349,7 +371,7 @@ def backward(tuple layout, bint reverse, const floating[:, :, ::1] x, const floa
              const floating[:, :, ::1] gates, const floating[:, :, ::1] hc, const floating[:, :, ::1] pre,
              const floating[:, :, :] d_out, floating[:, ::1] dh, floating[:, ::1] dc,
              floating[:, :, ::1] d_gates, floating[:, ::1] dW, floating[:, ::1] dR, floating[::1] db,
-             floating[::1] dp, floating[:, :, ::1] dx, bint accumulate_dx):
+             floating[::1] dp, floating[:, :, ::1] dx, bint accumulate_dx, step_gemm="auto"):
     """BPTT for one direction of one layer, from the arrays its ``forward`` filled (see ``cell_backward``)."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = R.shape[1]
     cdef CellSpec s = _spec_from_layout(layout, H)
@@ -370,9 +392,8 @@ def backward(tuple layout, bint reverse, const floating[:, :, ::1] x, const floa
         for r in range(B):
             _check(0 <= lengths[r] <= T, "lengths out of range")
     cdef Py_ssize_t ld = _row_stride(d_out, T, B, H, sizeof(floating), "d_out")
-    cdef floating[::1] work = None
-    import numpy as np
-    work = np.empty(H, dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] work = np.empty(H, dtype=np.float32 if floating is float else np.float64)
+    cdef floating[::1] packed = _packed_workspace(step_gemm, B, GH, H, np.float32 if floating is float else np.float64)
     with nogil:
         cell_backward(&s, T, B, I, reverse, &x[0, 0, 0], &W[0, 0], &R[0, 0],
                       &p[0] if p is not None else NULL, &lengths[0] if lengths is not None else NULL,
@@ -380,4 +401,4 @@ def backward(tuple layout, bint reverse, const floating[:, :, ::1] x, const floa
                       &pre[0, 0, 0] if pre is not None else NULL, &d_out[0, 0, 0], ld,
                       &dh[0, 0], &dc[0, 0], &d_gates[0, 0, 0], &work[0],
                       &dW[0, 0], &dR[0, 0], &db[0], &dp[0] if dp is not None else NULL,
-                      &dx[0, 0, 0], accumulate_dx)
+                      &dx[0, 0, 0], accumulate_dx, &packed[0] if packed is not None else NULL)

@@ -18,8 +18,8 @@ DIRECTIONS = ("forward", "reverse", "bidirectional")
 DEFAULT_ACTIVATIONS = ("Sigmoid", "Tanh", "Tanh")  # f (gates), g (block input), h (output)
 
 # ONNX activation (lower case) -> (takes alpha, takes beta, default alpha, default beta). The alpha/beta lists are
-# consumed in activation order, one value per activation that takes it (ONNX spec; ONNX Runtime does the same). A default
-# of None means ONNX and ONNX Runtime disagree (the spec says "as the ONNX operator", ORT uses 0): pass it explicitly.
+# consumed in activation order, one value per activation that takes it (ONNX spec; ONNX Runtime does the same). A
+# default of None means ONNX and ONNX Runtime disagree (the spec says "as the ONNX operator", ORT uses 0): be explicit.
 _ONNX_ACTIVATIONS = {
     "relu": (False, False, None, None),
     "tanh": (False, False, None, None),
@@ -82,12 +82,15 @@ def parse_activations(activations, activation_alpha, activation_beta, num_direct
     alphas = [float(a) for a in (activation_alpha if activation_alpha is not None else [])]
     betas = [float(b) for b in (activation_beta if activation_beta is not None else [])]
     resolved = []
-    for name in names:
+    for position, name in enumerate(names):
         key = _ALIASES.get(name.lower(), name.lower())
         takes_alpha, takes_beta, default_alpha, default_beta = _ONNX_ACTIVATIONS.get(key, (False, False, None, None))
         alpha = alphas.pop(0) if takes_alpha and alphas else (default_alpha if takes_alpha else None)
         beta = betas.pop(0) if takes_beta and betas else (default_beta if takes_beta else None)
-        resolved.append(_to_ours(key, alpha, beta))
+        try:
+            resolved.append(_to_ours(key, alpha, beta))
+        except ValueError as exc:
+            raise ValueError(f"activations[{position}] = {name!r}: {exc}") from None
     if alphas or betas:
         raise ValueError(f"activation_alpha/activation_beta have {len(alphas)}/{len(betas)} value(s) left over that "
                          f"no activation in {names} consumes")
@@ -125,6 +128,12 @@ class ReverseOnly(Variant):
         self.name = cell.name
         self.description = f"{cell.name}, run in reverse time order"
         self.state_names = cell.state_names
+
+    def __getattr__(self, name):
+        # read-only view of the wrapped cell's spec (gate_blocks, peephole_blocks, activations, clip, ...)
+        if name == "cell" or name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.cell, name)
 
     def __repr__(self) -> str:
         return f"ReverseOnly({self.cell!r})"
@@ -209,7 +218,7 @@ def from_onnx(W, R, B=None, P=None, *, hidden_size=None, direction="forward", in
         base = get_variant("coupled" if input_forget else "peephole")
     elif input_forget:
         base = GatedCell("coupled-np", coupled=True, forget_gate=False,
-                         description="Coupled input and forget gate (f = 1 - i) without peepholes (ONNX input_forget=1)")
+                         description="Coupled input and forget gate (f = 1 - i), no peepholes (ONNX input_forget=1)")
     else:
         base = get_variant("vanilla")
     variant = ReverseOnly(base) if direction == "reverse" else base
@@ -218,7 +227,8 @@ def from_onnx(W, R, B=None, P=None, *, hidden_size=None, direction="forward", in
     layer = LSTM(I, H, variant=variant, bidirectional=D == 2, dtype=dtype, seed=0, reverse_options=reverse_options,
                  **per_direction[0], **options)
     for d, cell in enumerate(layer.cells):
-        cell = check_cell(getattr(cell, "cell", cell), ONNX, allow_dropped=("f",) if input_forget else ())
+        cell = check_cell(cell.cell if isinstance(cell, ReverseOnly) else cell, ONNX,
+                          allow_dropped=("f",) if input_forget else ())
         params = import_tensors(ONNX, cell, H, W[d], R[d], *((B[d, :4 * H], B[d, 4 * H:]) if B is not None else ()),
                                 p=P[d] if P is not None else None, dtype=dtype)
         for name, value in params.items():
