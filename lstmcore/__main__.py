@@ -1,0 +1,5 @@
+import sys
+
+from lstmcore.cli import main
+
+sys.exit(main())
