@@ -26,19 +26,35 @@ static inline __attribute__((always_inline)) NAME##_vec NAME##_load(const T *p) 
 static inline __attribute__((always_inline)) void NAME##_add_store(T *p, NAME##_vec v) {                          \
     NAME##_vec c; memcpy(&c, p, sizeof c); c += v; memcpy(p, &c, sizeof c);                                       \
 }                                                                                                                 \
-/* rows i0 .. i0+MR-1, columns j0 .. j0+2W-1 */                                                                   \
+/* rows i0 .. i0+MR-1, columns j0 .. j0+2W-1; with few rows, KU steps of k run on separate accumulators so that   \
+ * enough independent FMA chains are in flight (a single row would otherwise wait on FMA latency). */            \
 static inline __attribute__((always_inline)) void NAME##_block(const int MR, ptrdiff_t K, const T *A,            \
         ptrdiff_t lda, const T *P, T *C, ptrdiff_t ldc) {                                                         \
-    NAME##_vec acc[4][2];                                                                                         \
-    for (int r = 0; r < MR; r++) { acc[r][0] = (NAME##_vec){0}; acc[r][1] = (NAME##_vec){0}; }                    \
-    for (ptrdiff_t k = 0; k < K; k++) {                                                                           \
+    const int KU = MR == 1 ? 4 : (MR == 2 ? 2 : 1);                                                               \
+    NAME##_vec acc[4][4][2];                                                                                      \
+    for (int u = 0; u < KU; u++)                                                                                  \
+        for (int r = 0; r < MR; r++) { acc[u][r][0] = (NAME##_vec){0}; acc[u][r][1] = (NAME##_vec){0}; }          \
+    ptrdiff_t k = 0;                                                                                              \
+    for (; k + KU <= K; k += KU)                                                                                  \
+        for (int u = 0; u < KU; u++) {                                                                            \
+            NAME##_vec b0 = NAME##_load(P + (k + u) * 2 * W), b1 = NAME##_load(P + (k + u) * 2 * W + W);          \
+            for (int r = 0; r < MR; r++) {                                                                        \
+                T a = A[r * lda + k + u];                                                                         \
+                acc[u][r][0] += a * b0; acc[u][r][1] += a * b1;                                                   \
+            }                                                                                                     \
+        }                                                                                                         \
+    for (; k < K; k++) {                                                                                          \
         NAME##_vec b0 = NAME##_load(P + k * 2 * W), b1 = NAME##_load(P + k * 2 * W + W);                          \
         for (int r = 0; r < MR; r++) {                                                                            \
             T a = A[r * lda + k];                                                                                 \
-            acc[r][0] += a * b0; acc[r][1] += a * b1;                                                             \
+            acc[0][r][0] += a * b0; acc[0][r][1] += a * b1;                                                       \
         }                                                                                                         \
     }                                                                                                             \
-    for (int r = 0; r < MR; r++) { NAME##_add_store(C + r * ldc, acc[r][0]); NAME##_add_store(C + r * ldc + W, acc[r][1]); } \
+    for (int u = 1; u < KU; u++)                                                                                  \
+        for (int r = 0; r < MR; r++) { acc[0][r][0] += acc[u][r][0]; acc[0][r][1] += acc[u][r][1]; }             \
+    for (int r = 0; r < MR; r++) {                                                                                \
+        NAME##_add_store(C + r * ldc, acc[0][r][0]); NAME##_add_store(C + r * ldc + W, acc[0][r][1]);             \
+    }                                                                                                             \
 }                                                                                                                 \
 static inline __attribute__((always_inline)) void NAME##_rows(const int MR, ptrdiff_t N, ptrdiff_t K,            \
         const T *A, ptrdiff_t lda, const T *P, const T *B, ptrdiff_t sk, ptrdiff_t sn, T *C, ptrdiff_t ldc) {    \
