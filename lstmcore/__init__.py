@@ -10,10 +10,18 @@ from lstmcore._version import __version__
 from lstmcore._kernels import _cell  # noqa: F401  (the compiled extension: fail early and clearly if it is missing)
 from lstmcore.hookspecs import hookimpl
 from lstmcore.layers import LSTM
-from lstmcore.plugins import PluginError, PluginWarning, get_variant, list_variants
+from lstmcore.plugins import GROUPS, PluginError, PluginWarning, get_group, get_variant, list_variants
 from lstmcore.variant import ACTIVATION_NAMES, Activation, GatedCell, Variant
 
 __all__ = [
     "__version__", "LSTM", "Variant", "GatedCell", "Activation", "ACTIVATION_NAMES", "hookimpl",
-    "list_variants", "get_variant", "PluginError", "PluginWarning",
+    "list_variants", "get_variant", "get_group", "GROUPS", "PluginError", "PluginWarning", "get_include",
 ]
+
+
+def get_include() -> str:
+    """The folder of lstmcore's C headers, for building a Cython plugin that cimports ``lstmcore._kernels``
+    (pass it to the C compiler's include_dirs, next to ``numpy.get_include()``)."""
+    import os
+
+    return os.path.join(os.path.dirname(__file__), "_kernels")

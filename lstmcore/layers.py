@@ -208,10 +208,15 @@ class LSTM:
                                   "output's shape " + ("(B, T, D*H)" if self.batch_first else "(T, B, D*H)"))
         d_out = np.ascontiguousarray(d_out.transpose(1, 0, 2) if self.batch_first else d_out)
         state_shape = (L * D, B, H)
+        names = self.cells[0].state_names
+        given = (d_h_n, d_c_n)
+        if any(value is not None for value in given[len(names):]):
+            raise ValueError(f"variant {self.variant_name!r} has no state {'c'!r}: d_c_n must be None")
         d_final = []
-        for value, name in zip((d_h_n, d_c_n), ("d_h_n", "d_c_n")):
+        for value, name in zip(given, names):
             d_final.append(np.zeros(state_shape, self.dtype) if value is None else
-                           self._float_array(value, name, state_shape, "(num_layers*num_directions, B, hidden_size)"))
+                           self._float_array(value, f"d_{name}_n", state_shape,
+                                             "(num_layers*num_directions, B, hidden_size)"))
         d_init = [np.zeros(state_shape, self.dtype) for _ in d_final]
         grads = {}
         for k in reversed(range(L)):

@@ -144,6 +144,21 @@ class Registry:
 registry = Registry()
 
 
+#: Named groups of variants for ablation studies. ``odyssey``: the nine configurations of Greff et al. (2017) in the
+#: paper's order, the baseline V (``peephole``) first.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "odyssey": ("peephole", "nig", "nfg", "nog", "niaf", "noaf", "vanilla", "coupled", "fgr"),
+}
+
+
+def get_group(name: str) -> list[str]:
+    """The variant names of a group (``KeyError`` listing the known groups otherwise)."""
+    try:
+        return list(GROUPS[name])
+    except KeyError:
+        raise KeyError(f"unknown variant group {name!r}; known groups: {', '.join(sorted(GROUPS))}") from None
+
+
 def list_variants() -> list[str]:
     """Sorted names of every registered variant (built-ins and plugins)."""
     return registry.names()
