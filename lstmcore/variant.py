@@ -104,8 +104,12 @@ class GatedCell(Variant):
         o = sigma(W_o x_t + R_o y_{t-1} + p_o * c_t + b_o)              output gate  (o = 1 without it)
         y_t = h(c_t) * o
 
+    With ``gate_recurrence`` (the paper's FGR), the gate pre-activations also receive the gates of the previous step,
+    ``[i, f, o]_bar += Rg [i, f, o]_{t-1}`` (nine H x H matrices; the gates before the first step are zero).
+
     Parameters: ``W`` (G*H, I), ``R`` (G*H, H), ``b`` (G*H,) with row blocks ordered (present gates of i, f, o), then
-    z; ``p`` (P*H,) the present peepholes in the order i, f, o. ``clip`` clamps the pre-activations of z, i, f and o
+    z; ``p`` (P*H,) the present peepholes in the order i, f, o; ``Rg`` (3H, 3H), rows the gates receiving [i, f, o],
+    columns the gates of t-1 [i, f, o]. ``clip`` clamps the pre-activations of z, i, f and o
     (peephole terms included) to [-clip, clip], as ONNX's ``clip``; the cell fed to h is not clamped. No code is needed
     for a new spec: the compiled kernel runs it.
     """
@@ -120,6 +124,7 @@ class GatedCell(Variant):
     input_activation: Any = "tanh"
     output_activation: Any = "tanh"
     clip: float | None = None
+    gate_recurrence: bool = False
     description: str = ""
     compiled: ClassVar[bool] = True
 
@@ -130,6 +135,8 @@ class GatedCell(Variant):
             raise ValueError(f"variant name {self.name!r} must be lower-case letters, digits, '_' or '-'")
         if self.coupled and not (self.input_gate and not self.forget_gate):
             raise ValueError("a coupled cell (f = 1 - i) needs input_gate=True and forget_gate=False")
+        if self.gate_recurrence and not (self.input_gate and self.forget_gate and self.output_gate):
+            raise ValueError("gate_recurrence (FGR) needs the input, forget and output gates, uncoupled")
         for field in ("gate_activation", "input_activation", "output_activation"):
             object.__setattr__(self, field, Activation.parse(getattr(self, field), field))
         if self.clip is not None:
@@ -162,6 +169,8 @@ class GatedCell(Variant):
         shapes = {"W": (G * H, input_size), "R": (G * H, H), "b": (G * H,)}
         if self.peephole_blocks:
             shapes["p"] = (len(self.peephole_blocks) * H,)
+        if self.gate_recurrence:
+            shapes["Rg"] = (3 * H, 3 * H)
         return shapes
 
     @property
@@ -177,7 +186,7 @@ class GatedCell(Variant):
             acts += [ACTIVATIONS[a.name], a.alpha, a.beta]
         return (len(blocks), index(blocks, "i"), index(blocks, "f"), index(blocks, "o"), index(blocks, "z"),
                 self.coupled, index(peeps, "i"), index(peeps, "f"), index(peeps, "o"),
-                *acts, self.clip or 0.0)
+                *acts, self.clip or 0.0, self.gate_recurrence)
 
     @property
     def equations(self) -> str:
@@ -195,20 +204,24 @@ class GatedCell(Variant):
         gates = np.empty((T, B, G * H), dtype=x.dtype)
         hc = np.empty((T, B, H), dtype=x.dtype)
         pre = np.empty((T, B, G * H), dtype=x.dtype) if self.clip else None
-        layout = self.kernel_layout
-        _cell.forward(layout, reverse, x, params["W"], params["R"], params["b"], params.get("p"), lengths,
-                      h_states, c_states, gates, hc, pre, out)
+        a_states = None
+        if self.gate_recurrence:
+            a_states = np.empty((T + 1, B, 3 * H), dtype=x.dtype)
+            a_states[init] = 0
+        _cell.forward(self.kernel_layout, reverse, x, params["W"], params["R"], params["b"], params.get("p"),
+                      lengths, h_states, c_states, gates, hc, pre, out, params.get("Rg"), a_states)
         final = 0 if reverse else T
-        cache = (x, lengths, reverse, h_states, c_states, gates, hc, pre)
+        cache = (x, lengths, reverse, h_states, c_states, a_states, gates, hc, pre)
         return (h_states[final].copy(), c_states[final].copy()), cache
 
     def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
-        x, lengths, reverse, h_states, c_states, gates, hc, pre = cache
+        x, lengths, reverse, h_states, c_states, a_states, gates, hc, pre = cache
         dh = np.array(d_state[0], dtype=x.dtype, order="C", copy=True)
         dc = np.array(d_state[1], dtype=x.dtype, order="C", copy=True)
         grads = {name: np.empty_like(value) for name, value in params.items()}
         d_gates = np.empty_like(gates)
         _cell.backward(self.kernel_layout, reverse, x, params["W"], params["R"], params.get("p"), lengths,
                        h_states, c_states, gates, hc, pre, d_out, dh, dc, d_gates,
-                       grads["W"], grads["R"], grads["b"], grads.get("p"), d_x, accumulate_dx)
+                       grads["W"], grads["R"], grads["b"], grads.get("p"), d_x, accumulate_dx,
+                       params.get("Rg"), a_states, grads.get("Rg"))
         return (dh, dc), grads

@@ -15,6 +15,8 @@ BUILTIN_VARIANTS = (
               description="No input activation function: g(x) = x."),
     GatedCell("noaf", peepholes=True, output_activation="identity",
               description="No output activation function: h(x) = x."),
+    GatedCell("fgr", peepholes=True, gate_recurrence=True,
+              description="Full gate recurrence: every gate also sees the gates i, f, o of the previous step."),
 )
 
 

@@ -11,19 +11,21 @@ cdef struct CellSpec:
     int act_gate, act_input, act_output     # ActivationKind of sigma, g, h
     double gate_alpha, gate_beta, input_alpha, input_beta, output_alpha, output_beta
     double clip                # > 0: clamp the pre-activations of z, i, f, o to [-clip, clip]; 0: no clip
+    bint gate_recurrence       # FGR: [i, f, o] pre-activations += Rg [i, f, o]_{t-1} (needs blocks i, f, o = 0, 1, 2)
 
 cdef void cell_forward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, bint reverse,
                        const floating *x, const floating *W, const floating *R, const floating *b,
-                       const floating *p, const int *lengths,
-                       floating *h_states, floating *c_states, floating *gates, floating *hc, floating *pre,
+                       const floating *p, const floating *Rg, const int *lengths,
+                       floating *h_states, floating *c_states, floating *a_states,
+                       floating *gates, floating *hc, floating *pre,
                        floating *out, Py_ssize_t ld_out, floating *packed) noexcept nogil
 
 cdef void cell_backward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, bint reverse,
                         const floating *x, const floating *W, const floating *R, const floating *p,
-                        const int *lengths,
-                        const floating *h_states, const floating *c_states, const floating *gates,
-                        const floating *hc, const floating *pre,
+                        const floating *Rg, const int *lengths,
+                        const floating *h_states, const floating *c_states, const floating *a_states,
+                        const floating *gates, const floating *hc, const floating *pre,
                         const floating *d_out, Py_ssize_t ld_dout,
-                        floating *dh, floating *dc, floating *d_gates, floating *work,
-                        floating *dW, floating *dR, floating *db, floating *dp,
+                        floating *dh, floating *dc, floating *da, floating *d_gates, floating *work,
+                        floating *dW, floating *dR, floating *db, floating *dp, floating *dRg,
                         floating *dx, bint accumulate_dx, floating *packed) noexcept nogil

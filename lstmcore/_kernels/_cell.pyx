@@ -10,6 +10,8 @@ Memory layout (row-major, time-major):
     gates   (T, B, G*H)          activations of every block (pre-activations plus bias on the way in)
     hc      (T, B, H)            h(c_t), the output activation of the cell
     pre     (T, B, G*H) or None  raw pre-activations, kept only when clipping, for the clamp's derivative
+    Rg      (3H, 3H) or None     full gate recurrence (FGR): gate pre-activations [i, f, o] += Rg [i, f, o]_{t-1}
+    a_states (T+1, B, 3H)        FGR only: the gate activations [i, f, o] after each step, like the states
     out     (T, B, ld)           the direction's columns of the layer output; zero past a sequence's length
 A sequence's padded steps (t >= lengths[b]) carry the state unchanged, so the final slot always holds the final state and
 the slot before a real step always holds its previous state, in both directions.
@@ -98,13 +100,16 @@ cdef void _step_forward(const CellSpec *s, floating *g, floating *pr, const floa
 
 cdef void cell_forward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, bint reverse,
                        const floating *x, const floating *W, const floating *R, const floating *b,
-                       const floating *p, const int *lengths,
-                       floating *h_states, floating *c_states, floating *gates, floating *hc, floating *pre,
+                       const floating *p, const floating *Rg, const int *lengths,
+                       floating *h_states, floating *c_states, floating *a_states,
+                       floating *gates, floating *hc, floating *pre,
                        floating *out, Py_ssize_t ld_out, floating *packed) noexcept nogil:
-    """``packed``: NULL to run the recurrence on BLAS, or G*H scratch elements for the packed small-GEMM path."""
-    cdef Py_ssize_t H = s.hidden, GH = s.n_blocks * s.hidden, BH = B * s.hidden
+    """``packed``: NULL to run the recurrence on BLAS, or scratch for the packed small-GEMM path (G*H elements, plus
+    9*H*H with a gate recurrence). ``Rg`` and ``a_states`` are NULL unless ``s.gate_recurrence``."""
+    cdef Py_ssize_t H = s.hidden, GH = s.n_blocks * s.hidden, BH = B * s.hidden, H3 = 3 * s.hidden
     cdef Py_ssize_t n, t, r, prev, nxt
     cdef floating *g_t
+    cdef floating *packed_g = packed + GH * H if packed != NULL else NULL
 
     # Input projection of every step at once: gates = b + x W^T
     for r in range(T * B):
@@ -114,6 +119,8 @@ cdef void cell_forward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t
 
     if packed != NULL:  # R^T as the K x N = H x GH operand
         pack_panels(H, GH, R, 1, H, packed)
+        if s.gate_recurrence:
+            pack_panels(H3, H3, Rg, 1, H3, packed_g)
     for n in range(T):
         t = T - 1 - n if reverse else n
         prev = t + 1 if reverse else t
@@ -127,24 +134,36 @@ cdef void cell_forward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t
         else:
             gemm(NoTrans, Trans, <int> B, <int> GH, <int> H, <floating> 1, h_states + prev * BH, <int> H,
                  R, <int> H, <floating> 1, g_t, <int> GH)
+        if s.gate_recurrence:  # [i, f, o] pre-activations += Rg [i, f, o]_{t-1}
+            if packed != NULL:
+                small_gemm(B, H3, H3, a_states + prev * B * H3, H3, packed_g, Rg, 1, H3, g_t, GH)
+            else:
+                gemm(NoTrans, Trans, <int> B, <int> H3, <int> H3, <floating> 1, a_states + prev * B * H3,
+                     <int> H3, Rg, <int> H3, <floating> 1, g_t, <int> GH)
         for r in range(B):
             if lengths != NULL and t >= lengths[r]:
                 memcpy(h_states + nxt * BH + r * H, h_states + prev * BH + r * H, H * sizeof(floating))
                 memcpy(c_states + nxt * BH + r * H, c_states + prev * BH + r * H, H * sizeof(floating))
+                if s.gate_recurrence:
+                    memcpy(a_states + (nxt * B + r) * H3, a_states + (prev * B + r) * H3, H3 * sizeof(floating))
                 memset(out + (t * B + r) * ld_out, 0, H * sizeof(floating))
             else:
                 _step_forward(s, g_t + r * GH, pre + (t * B + r) * GH if pre != NULL else NULL, p,
                               c_states + prev * BH + r * H, c_states + nxt * BH + r * H,
                               h_states + nxt * BH + r * H, hc + (t * B + r) * H, out + (t * B + r) * ld_out)
+                if s.gate_recurrence:  # blocks i, f, o are the first three
+                    memcpy(a_states + (nxt * B + r) * H3, g_t + r * GH, H3 * sizeof(floating))
 
 
 cdef void _step_backward(const CellSpec *s, const floating *g, const floating *pr, const floating *p,
                          const floating *c_prev, const floating *c_next, const floating *hc,
-                         floating *dh, floating *dc, floating *dg, floating *dcell, floating *dp) noexcept nogil:
+                         floating *dh, floating *dc, floating *da, floating *dg, floating *dcell,
+                         floating *dp) noexcept nogil:
     """One batch row of one BPTT step.
 
     On entry ``dh`` = dE/dy_t and ``dc`` = the cell delta carried from t+1; on exit ``dg`` holds the pre-activation
-    deltas, ``dc`` the cell delta for t-1 and ``dh`` zero (the caller adds R^T dg).
+    deltas, ``dc`` the cell delta for t-1 and ``dh`` zero (the caller adds R^T dg). With a full gate recurrence,
+    ``da`` holds dE/d[i, f, o] from step t+1 on entry (added before the gates' derivatives) and zero on exit.
     """
     cdef Py_ssize_t H = s.hidden, j
     cdef floating clip = <floating> s.clip
@@ -163,6 +182,9 @@ cdef void _step_backward(const CellSpec *s, const floating *g, const floating *p
     cdef floating *dpf = _block(dp, s.pk_f, H)
     cdef floating *dpo = _block(dp, s.pk_o, H)
     cdef floating ga = <floating> s.gate_alpha
+    cdef floating *dai = da + s.blk_i * H if da != NULL else NULL
+    cdef floating *daf = da + s.blk_f * H if da != NULL else NULL
+    cdef floating *dao = da + s.blk_o * H if da != NULL else NULL
 
     # y = o * h(c): dcell = dy * o * h'(c), d_obar = dy * h(c) * sigma'(obar)
     if go != NULL:
@@ -173,6 +195,9 @@ cdef void _step_backward(const CellSpec *s, const floating *g, const floating *p
         memcpy(dcell, dh, H * sizeof(floating))
     multiply_derivative_block(s.act_output, <floating> s.output_alpha, hc, dcell, H)
     if go != NULL:
+        if dao != NULL:
+            for j in range(H):
+                dgo[j] += dao[j]
         multiply_derivative_block(s.act_gate, ga, go, dgo, H)
         if clip > 0:
             zero_where_clipped(clip, pr + s.blk_o * H, dgo, H)
@@ -199,12 +224,18 @@ cdef void _step_backward(const CellSpec *s, const floating *g, const floating *p
         else:
             for j in range(H):
                 dgi[j] = dcell[j] * gz[j]
+        if dai != NULL:
+            for j in range(H):
+                dgi[j] += dai[j]
         multiply_derivative_block(s.act_gate, ga, gi, dgi, H)
         if clip > 0:
             zero_where_clipped(clip, pr + s.blk_i * H, dgi, H)
     if gf != NULL:
         for j in range(H):
             dgf[j] = dcell[j] * c_prev[j]
+        if daf != NULL:
+            for j in range(H):
+                dgf[j] += daf[j]
         multiply_derivative_block(s.act_gate, ga, gf, dgf, H)
         if clip > 0:
             zero_where_clipped(clip, pr + s.blk_f * H, dgf, H)
@@ -227,33 +258,41 @@ cdef void _step_backward(const CellSpec *s, const floating *g, const floating *p
             dc[j] += pf[j] * dgf[j]
             dpf[j] += c_prev[j] * dgf[j]
     memset(dh, 0, H * sizeof(floating))
+    if da != NULL:
+        memset(da, 0, 3 * H * sizeof(floating))
 
 
 cdef void cell_backward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, bint reverse,
                         const floating *x, const floating *W, const floating *R, const floating *p,
-                        const int *lengths,
-                        const floating *h_states, const floating *c_states, const floating *gates,
-                        const floating *hc, const floating *pre,
+                        const floating *Rg, const int *lengths,
+                        const floating *h_states, const floating *c_states, const floating *a_states,
+                        const floating *gates, const floating *hc, const floating *pre,
                         const floating *d_out, Py_ssize_t ld_dout,
-                        floating *dh, floating *dc, floating *d_gates, floating *work,
-                        floating *dW, floating *dR, floating *db, floating *dp,
+                        floating *dh, floating *dc, floating *da, floating *d_gates, floating *work,
+                        floating *dW, floating *dR, floating *db, floating *dp, floating *dRg,
                         floating *dx, bint accumulate_dx, floating *packed) noexcept nogil:
     """Full BPTT. ``dh``/``dc`` (B, H) hold dE/dh_n, dE/dc_n on entry and dE/dh_0, dE/dc_0 on exit.
 
-    ``work`` is H scratch elements. dW, dR, db, dp are overwritten; dx is overwritten or, with ``accumulate_dx``,
-    added to (the second direction of a bidirectional layer). ``packed`` as in ``cell_forward``.
+    ``work`` is H scratch elements; ``da`` (B, 3H) scratch for the gate recurrence (NULL without one). dW, dR, db, dp,
+    dRg are overwritten; dx is overwritten or, with ``accumulate_dx``, added to (the second direction of a
+    bidirectional layer). ``packed`` as in ``cell_forward``.
     """
-    cdef Py_ssize_t H = s.hidden, GH = s.n_blocks * s.hidden, BH = B * s.hidden, TB = T * B
+    cdef Py_ssize_t H = s.hidden, GH = s.n_blocks * s.hidden, BH = B * s.hidden, TB = T * B, H3 = 3 * s.hidden
     cdef Py_ssize_t n, t, r, j, k, prev, nxt
     cdef const floating *drow
     cdef floating *dh_r
     cdef floating *dg_t
     cdef Py_ssize_t n_peep = (s.pk_i >= 0) + (s.pk_f >= 0) + (s.pk_o >= 0)
+    cdef floating *packed_g = packed + GH * H if packed != NULL else NULL
 
     if dp != NULL:
         memset(dp, 0, n_peep * H * sizeof(floating))
+    if s.gate_recurrence:
+        memset(da, 0, B * H3 * sizeof(floating))
     if packed != NULL:  # R as the K x N = GH x H operand
         pack_panels(GH, H, R, H, 1, packed)
+        if s.gate_recurrence:
+            pack_panels(H3, H3, Rg, H3, 1, packed_g)
     for n in range(T):
         t = n if reverse else T - 1 - n
         prev = t + 1 if reverse else t
@@ -269,7 +308,7 @@ cdef void cell_backward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_
                 dh_r[j] += drow[j]
             _step_backward(s, gates + (t * B + r) * GH, pre + (t * B + r) * GH if pre != NULL else NULL, p,
                            c_states + prev * BH + r * H, c_states + nxt * BH + r * H, hc + (t * B + r) * H,
-                           dh_r, dc + r * H, dg_t + r * GH, work, dp)
+                           dh_r, dc + r * H, da + r * H3 if s.gate_recurrence else NULL, dg_t + r * GH, work, dp)
         # dE/dy_{t-1} += R^T delta_t
         if packed != NULL:
             small_gemm(B, H, GH, dg_t, GH, packed, R, H, 1, dh, H)
@@ -278,12 +317,21 @@ cdef void cell_backward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_
         else:
             gemm(NoTrans, NoTrans, <int> B, <int> H, <int> GH, <floating> 1, dg_t, <int> GH, R, <int> H,
                  <floating> 1, dh, <int> H)
+        if s.gate_recurrence:  # dE/d[i, f, o]_{t-1} += Rg^T delta[i, f, o]_t
+            if packed != NULL:
+                small_gemm(B, H3, H3, dg_t, GH, packed_g, Rg, H3, 1, da, H3)
+            else:
+                gemm(NoTrans, NoTrans, <int> B, <int> H3, <int> H3, <floating> 1, dg_t, <int> GH, Rg, <int> H3,
+                     <floating> 1, da, <int> H3)
 
     # One large GEMM each: dW = delta^T x, dR = delta^T y_prev, dx = delta W
     gemm(Trans, NoTrans, <int> GH, <int> I, <int> TB, <floating> 1, d_gates, <int> GH, x, <int> I,
          <floating> 0, dW, <int> I)
     gemm(Trans, NoTrans, <int> GH, <int> H, <int> TB, <floating> 1, d_gates, <int> GH,
          h_states + (BH if reverse else 0), <int> H, <floating> 0, dR, <int> H)
+    if s.gate_recurrence:
+        gemm(Trans, NoTrans, <int> H3, <int> H3, <int> TB, <floating> 1, d_gates, <int> GH,
+             a_states + (B * H3 if reverse else 0), <int> H3, <floating> 0, dRg, <int> H3)
     memset(db, 0, GH * sizeof(floating))
     for r in range(TB):
         for k in range(GH):
@@ -300,7 +348,9 @@ cdef CellSpec _spec_from_layout(tuple layout, Py_ssize_t H) except *:
     cdef CellSpec s
     (s.n_blocks, s.blk_i, s.blk_f, s.blk_o, s.blk_z, s.coupled, s.pk_i, s.pk_f, s.pk_o,
      s.act_gate, s.gate_alpha, s.gate_beta, s.act_input, s.input_alpha, s.input_beta,
-     s.act_output, s.output_alpha, s.output_beta, s.clip) = layout
+     s.act_output, s.output_alpha, s.output_beta, s.clip, s.gate_recurrence) = layout
+    if s.gate_recurrence and not (s.blk_i == 0 and s.blk_f == 1 and s.blk_o == 2):
+        raise ValueError("a gate recurrence needs the input, forget and output gates, uncoupled")
     s.hidden = H
     return s
 
@@ -321,7 +371,7 @@ cdef Py_ssize_t _row_stride(object arr, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H
 SMALL_GEMM_MAX_BATCH = 32
 
 
-def _packed_workspace(step_gemm, Py_ssize_t B, Py_ssize_t GH, Py_ssize_t H, dtype):
+def _packed_workspace(step_gemm, Py_ssize_t B, Py_ssize_t GH, Py_ssize_t H, bint gate_recurrence, dtype):
     """None for the BLAS recurrence, or the scratch array of the packed small-GEMM recurrence."""
     if step_gemm == "auto":
         step_gemm = "packed" if B <= SMALL_GEMM_MAX_BATCH else "blas"
@@ -329,7 +379,7 @@ def _packed_workspace(step_gemm, Py_ssize_t B, Py_ssize_t GH, Py_ssize_t H, dtyp
         return None
     if step_gemm != "packed":
         raise ValueError(f"step_gemm must be 'auto', 'blas' or 'packed', got {step_gemm!r}")
-    return np.empty(GH * H, dtype=dtype)
+    return np.empty(GH * H + (9 * H * H if gate_recurrence else 0), dtype=dtype)
 
 
 def _check(bint ok, str message):
@@ -337,10 +387,20 @@ def _check(bint ok, str message):
         raise ValueError(message)
 
 
+cdef _check_gate_recurrence(const CellSpec *s, object Rg, object a_states, Py_ssize_t T, Py_ssize_t B,
+                            Py_ssize_t H):
+    if s.gate_recurrence:
+        _check(Rg is not None and tuple(Rg.shape)[:2] == (3 * H, 3 * H), "Rg must be (3H, 3H)")
+        _check(a_states is not None and tuple(a_states.shape)[:3] == (T + 1, B, 3 * H), "a_states shape")
+    else:
+        _check(Rg is None and a_states is None, "Rg and a_states are only for a gate recurrence")
+
+
 def forward(tuple layout, bint reverse, const floating[:, :, ::1] x, const floating[:, ::1] W,
             const floating[:, ::1] R, const floating[::1] b, const floating[::1] p, const int[::1] lengths,
             floating[:, :, ::1] h_states, floating[:, :, ::1] c_states, floating[:, :, ::1] gates,
-            floating[:, :, ::1] hc, floating[:, :, ::1] pre, floating[:, :, :] out, step_gemm="auto"):
+            floating[:, :, ::1] hc, floating[:, :, ::1] pre, floating[:, :, :] out,
+            const floating[:, ::1] Rg=None, floating[:, :, ::1] a_states=None, step_gemm="auto"):
     """Run one direction of one layer over a whole sequence (see the module docstring for every array)."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = R.shape[1]
     cdef CellSpec s = _spec_from_layout(layout, H)
@@ -352,15 +412,19 @@ def forward(tuple layout, bint reverse, const floating[:, :, ::1] x, const float
     _check(tuple(h_states.shape)[:3] == (T + 1, B, H) and tuple(c_states.shape)[:3] == (T + 1, B, H), "state shapes")
     _check(tuple(gates.shape)[:3] == (T, B, GH) and tuple(hc.shape)[:3] == (T, B, H), "workspace shapes")
     _check((pre is None) == (s.clip <= 0) and (pre is None or tuple(pre.shape)[:3] == (T, B, GH)), "pre shape")
+    _check_gate_recurrence(&s, Rg, a_states, T, B, H)
     if lengths is not None:
         for r in range(B):
             _check(0 <= lengths[r] <= T, "lengths out of range")
     cdef Py_ssize_t ld = _row_stride(out, T, B, H, sizeof(floating), "out")
-    cdef floating[::1] packed = _packed_workspace(step_gemm, B, GH, H, np.float32 if floating is float else np.float64)
+    cdef floating[::1] packed = _packed_workspace(step_gemm, B, GH, H, s.gate_recurrence,
+                                                  np.float32 if floating is float else np.float64)
     with nogil:
         cell_forward(&s, T, B, I, reverse, &x[0, 0, 0], &W[0, 0], &R[0, 0], &b[0],
-                     &p[0] if p is not None else NULL, &lengths[0] if lengths is not None else NULL,
-                     &h_states[0, 0, 0], &c_states[0, 0, 0], &gates[0, 0, 0], &hc[0, 0, 0],
+                     &p[0] if p is not None else NULL, &Rg[0, 0] if Rg is not None else NULL,
+                     &lengths[0] if lengths is not None else NULL,
+                     &h_states[0, 0, 0], &c_states[0, 0, 0], &a_states[0, 0, 0] if a_states is not None else NULL,
+                     &gates[0, 0, 0], &hc[0, 0, 0],
                      &pre[0, 0, 0] if pre is not None else NULL, &out[0, 0, 0], ld,
                      &packed[0] if packed is not None else NULL)
 
@@ -371,7 +435,9 @@ def backward(tuple layout, bint reverse, const floating[:, :, ::1] x, const floa
              const floating[:, :, ::1] gates, const floating[:, :, ::1] hc, const floating[:, :, ::1] pre,
              const floating[:, :, :] d_out, floating[:, ::1] dh, floating[:, ::1] dc,
              floating[:, :, ::1] d_gates, floating[:, ::1] dW, floating[:, ::1] dR, floating[::1] db,
-             floating[::1] dp, floating[:, :, ::1] dx, bint accumulate_dx, step_gemm="auto"):
+             floating[::1] dp, floating[:, :, ::1] dx, bint accumulate_dx,
+             const floating[:, ::1] Rg=None, const floating[:, :, ::1] a_states=None, floating[:, ::1] dRg=None,
+             step_gemm="auto"):
     """BPTT for one direction of one layer, from the arrays its ``forward`` filled (see ``cell_backward``)."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H = R.shape[1]
     cdef CellSpec s = _spec_from_layout(layout, H)
@@ -388,17 +454,24 @@ def backward(tuple layout, bint reverse, const floating[:, :, ::1] x, const floa
     _check(tuple(dh.shape)[:2] == (B, H) and tuple(dc.shape)[:2] == (B, H), "dh, dc shapes")
     _check(tuple(dW.shape)[:2] == (GH, I) and tuple(dR.shape)[:2] == (GH, H) and db.shape[0] == GH, "dW, dR, db shapes")
     _check(tuple(dx.shape)[:3] == (T, B, I), "dx shape")
+    _check_gate_recurrence(&s, Rg, a_states, T, B, H)
+    _check((dRg is None) == (Rg is None) and (dRg is None or tuple(dRg.shape)[:2] == (3 * H, 3 * H)), "dRg shape")
     if lengths is not None:
         for r in range(B):
             _check(0 <= lengths[r] <= T, "lengths out of range")
     cdef Py_ssize_t ld = _row_stride(d_out, T, B, H, sizeof(floating), "d_out")
-    cdef floating[::1] work = np.empty(H, dtype=np.float32 if floating is float else np.float64)
-    cdef floating[::1] packed = _packed_workspace(step_gemm, B, GH, H, np.float32 if floating is float else np.float64)
+    dtype = np.float32 if floating is float else np.float64
+    cdef floating[::1] work = np.empty(H, dtype=dtype)
+    cdef floating[::1] da = np.empty(B * 3 * H, dtype=dtype) if s.gate_recurrence else None
+    cdef floating[::1] packed = _packed_workspace(step_gemm, B, GH, H, s.gate_recurrence, dtype)
     with nogil:
         cell_backward(&s, T, B, I, reverse, &x[0, 0, 0], &W[0, 0], &R[0, 0],
-                      &p[0] if p is not None else NULL, &lengths[0] if lengths is not None else NULL,
-                      &h_states[0, 0, 0], &c_states[0, 0, 0], &gates[0, 0, 0], &hc[0, 0, 0],
+                      &p[0] if p is not None else NULL, &Rg[0, 0] if Rg is not None else NULL,
+                      &lengths[0] if lengths is not None else NULL,
+                      &h_states[0, 0, 0], &c_states[0, 0, 0], &a_states[0, 0, 0] if a_states is not None else NULL,
+                      &gates[0, 0, 0], &hc[0, 0, 0],
                       &pre[0, 0, 0] if pre is not None else NULL, &d_out[0, 0, 0], ld,
-                      &dh[0, 0], &dc[0, 0], &d_gates[0, 0, 0], &work[0],
+                      &dh[0, 0], &dc[0, 0], &da[0] if da is not None else NULL, &d_gates[0, 0, 0], &work[0],
                       &dW[0, 0], &dR[0, 0], &db[0], &dp[0] if dp is not None else NULL,
+                      &dRg[0, 0] if dRg is not None else NULL,
                       &dx[0, 0, 0], accumulate_dx, &packed[0] if packed is not None else NULL)
