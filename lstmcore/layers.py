@@ -134,7 +134,10 @@ class LSTM:
     def _input(self, x) -> np.ndarray:
         order = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
         if not isinstance(x, np.ndarray):
-            x = np.asarray(x, dtype=self.dtype)
+            try:
+                x = np.asarray(x, dtype=self.dtype)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"x must be an array of numbers {order}: {exc}") from None
         if x.ndim != 3:
             raise ValueError(f"x must be 3-D {order}, got shape {x.shape}")
         if x.shape[2] != self.input_size:

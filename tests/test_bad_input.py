@@ -112,8 +112,6 @@ def test_unsupported_layer_dtypes(dtype):
         lstmcore.LSTM(I, H, dtype=dtype)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (lstmcore/layers.py LSTM._input): a non-numeric list input raises "
-                   "NumPy's bare \"could not convert string to float: 'a'\", which does not name x")
 def test_non_numeric_list_input_names_x(layer):
     with pytest.raises((TypeError, ValueError), match=r"\bx\b"):
         layer([[["a", "b", "c"]] * B] * T)
@@ -483,9 +481,6 @@ def _run_isolated(code):
                           timeout=60)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (lstmcore/_kernels/_cell.pyx forward/backward): the layout tuple's block "
-                   "and peephole indices are not checked against n_blocks / p's size; an out-of-range index reads and "
-                   "writes out of bounds (segfault)")
 @pytest.mark.parametrize("index,value", [(4, 1000000), (6, 1000000), (4, -1), (4, 4), (6, 3)])
 def test_raw_kernel_checks_layout_indices(index, value):
     result = _run_isolated(f"""

@@ -122,10 +122,6 @@ def test_twins_plain_call_float64():
     np.testing.assert_allclose(apply_activation("hard_sigmoid", x, 0.3, 0.4), np.clip(0.3 * x + 0.4, 0, 1))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (lstmcore/_kernels/_blas.pyx, _activations.pyx): the fused twins "
-                   "dispatch on the Python scalar alpha (-> double), so float32 arrays raise 'Buffer dtype mismatch' "
-                   "(or 'No matching signature found' with np.float32 scalars); apply_activation and "
-                   "activation_derivative fail on every float32 input")
 @pytest.mark.parametrize("call", ["gemm", "gemv", "axpy", "apply_activation", "activation_derivative"])
 def test_twins_accept_float32_when_called_plainly(call):
     f32 = np.float32
@@ -147,8 +143,6 @@ def test_twins_accept_float32_when_called_plainly(call):
         assert activation_derivative("tanh", np.zeros(3, f32)).dtype == f32
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (lstmcore/_kernels/_activations.pyx activation_derivative): it reshapes "
-                   "the result to the shape of the already-flattened y, so a (2, 3) input gives a (6,) derivative")
 def test_activation_derivative_keeps_shape():
     y = np.zeros((2, 3))
     assert activation_derivative("tanh", y).shape == (2, 3)

@@ -11,28 +11,29 @@ ACTIVATIONS = {
 }
 
 
-def _apply(int kind, floating alpha, floating beta, floating[::1] v):
+def _apply(int kind, double alpha, double beta, floating[::1] v):
     with nogil:
-        activate_block(kind, alpha, beta, &v[0], v.shape[0])
+        activate_block(kind, <floating> alpha, <floating> beta, &v[0], v.shape[0])
 
 
-def _derivative(int kind, floating alpha, const floating[::1] y, floating[::1] d):
+def _derivative(int kind, double alpha, const floating[::1] y, floating[::1] d):
     with nogil:
-        multiply_derivative_block(kind, alpha, &y[0], &d[0], y.shape[0])
+        multiply_derivative_block(kind, <floating> alpha, &y[0], &d[0], y.shape[0])
 
 
 def apply_activation(name, x, alpha=0.2, beta=0.5):
     """Return ``act(x)`` computed by the compiled helper (a new array of x's float dtype)."""
     v = np.array(x, copy=True, order="C").ravel()
     if v.size:
-        _apply(ACTIVATIONS[name], v.dtype.type(alpha), v.dtype.type(beta), v)
+        _apply(ACTIVATIONS[name], alpha, beta, v)
     return v.reshape(np.shape(x))
 
 
 def activation_derivative(name, y, alpha=0.2):
     """Return ``act'(x)`` given ``y = act(x)``, computed by the compiled helper."""
+    shape = np.shape(y)
     y = np.ascontiguousarray(y).ravel()
     d = np.ones_like(y)
     if y.size:
-        _derivative(ACTIVATIONS[name], y.dtype.type(alpha), y, d)
-    return d.reshape(np.shape(y))
+        _derivative(ACTIVATIONS[name], alpha, y, d)
+    return d.reshape(shape)

@@ -36,8 +36,8 @@ cdef inline BLAS_Trans _trans(bint transpose) noexcept nogil:
     return Trans if transpose else NoTrans
 
 
-def gemm_py(bint trans_a, bint trans_b, floating alpha, const floating[:, ::1] A,
-            const floating[:, ::1] B, floating beta, floating[:, ::1] C):
+def gemm_py(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] A,
+            const floating[:, ::1] B, double beta, floating[:, ::1] C):
     """Python twin of ``gemm`` for tests: ``C = alpha * op(A) @ op(B) + beta * C`` in place (row-major arrays)."""
     cdef int m = C.shape[0], n = C.shape[1]
     cdef int k = A.shape[0] if trans_a else A.shape[1]
@@ -45,26 +45,26 @@ def gemm_py(bint trans_a, bint trans_b, floating alpha, const floating[:, ::1] A
             or (B.shape[1] if trans_b else B.shape[0]) != k:
         raise ValueError("gemm_py: operand shapes do not agree")
     with nogil:
-        gemm(_trans(trans_a), _trans(trans_b), m, n, k, alpha, &A[0, 0], <int> A.shape[1],
-             &B[0, 0], <int> B.shape[1], beta, &C[0, 0], n)
+        gemm(_trans(trans_a), _trans(trans_b), m, n, k, <floating> alpha, &A[0, 0], <int> A.shape[1],
+             &B[0, 0], <int> B.shape[1], <floating> beta, &C[0, 0], n)
 
 
-def gemv_py(bint trans_a, floating alpha, const floating[:, ::1] A, const floating[::1] x,
-            floating beta, floating[::1] y):
+def gemv_py(bint trans_a, double alpha, const floating[:, ::1] A, const floating[::1] x,
+            double beta, floating[::1] y):
     """Python twin of ``gemv`` for tests: ``y = alpha * op(A) @ x + beta * y`` in place."""
     cdef int m = A.shape[0], n = A.shape[1]
     if (x.shape[0] != (m if trans_a else n)) or (y.shape[0] != (n if trans_a else m)):
         raise ValueError("gemv_py: operand shapes do not agree")
     with nogil:
-        gemv(_trans(trans_a), m, n, alpha, &A[0, 0], n, &x[0], 1, beta, &y[0], 1)
+        gemv(_trans(trans_a), m, n, <floating> alpha, &A[0, 0], n, &x[0], 1, <floating> beta, &y[0], 1)
 
 
-def axpy_py(floating alpha, const floating[::1] x, floating[::1] y):
+def axpy_py(double alpha, const floating[::1] x, floating[::1] y):
     """Python twin of ``axpy`` for tests: ``y += alpha * x`` in place."""
     if x.shape[0] != y.shape[0]:
         raise ValueError("axpy_py: lengths differ")
     with nogil:
-        axpy(<int> x.shape[0], alpha, &x[0], 1, &y[0], 1)
+        axpy(<int> x.shape[0], <floating> alpha, &x[0], 1, &y[0], 1)
 
 
 def small_gemm_py(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C, bint b_transposed=False):

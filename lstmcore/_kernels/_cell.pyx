@@ -349,6 +349,18 @@ cdef CellSpec _spec_from_layout(tuple layout, Py_ssize_t H) except *:
     (s.n_blocks, s.blk_i, s.blk_f, s.blk_o, s.blk_z, s.coupled, s.pk_i, s.pk_f, s.pk_o,
      s.act_gate, s.gate_alpha, s.gate_beta, s.act_input, s.input_alpha, s.input_beta,
      s.act_output, s.output_alpha, s.output_beta, s.clip, s.gate_recurrence) = layout
+    # The kernels index with these numbers unchecked: validate them all, so a bad tuple raises instead of corrupting.
+    cdef Py_ssize_t n_peep = (s.pk_i >= 0) + (s.pk_f >= 0) + (s.pk_o >= 0)
+    blocks = [b for b in (s.blk_i, s.blk_f, s.blk_o, s.blk_z) if b >= 0]
+    peeps = [k for k in (s.pk_i, s.pk_f, s.pk_o) if k >= 0]
+    _check(1 <= s.n_blocks <= 4 and s.blk_z >= 0 and sorted(blocks) == list(range(s.n_blocks)),
+           "layout: gate blocks must number the present gates and z as 0 .. n_blocks-1")
+    _check(sorted(peeps) == list(range(n_peep)), "layout: peephole blocks must be 0 .. n_peepholes-1")
+    _check((s.pk_i < 0 or s.blk_i >= 0) and (s.pk_f < 0 or s.blk_f >= 0) and (s.pk_o < 0 or s.blk_o >= 0),
+           "layout: a peephole needs its gate")
+    _check(not s.coupled or (s.blk_i >= 0 and s.blk_f < 0), "layout: a coupled cell has i and no f block")
+    _check(all(0 <= a <= 5 for a in (s.act_gate, s.act_input, s.act_output)), "layout: unknown activation code")
+    _check(s.clip >= 0, "layout: clip must be >= 0")
     if s.gate_recurrence and not (s.blk_i == 0 and s.blk_f == 1 and s.blk_o == 2):
         raise ValueError("a gate recurrence needs the input, forget and output gates, uncoupled")
     s.hidden = H
