@@ -200,8 +200,12 @@ class LSTM:
 
     __call__ = forward
 
-    def backward(self, d_output, d_h_n=None, d_c_n=None):
-        """BPTT through the last ``forward``: returns dE/dx and fills ``grads`` and ``state_grads``."""
+    def backward(self, d_output, d_h_n=None, d_c_n=None, need_input_grad=True):
+        """BPTT through the last ``forward``: returns dE/dx and fills ``grads`` and ``state_grads``.
+
+        With ``need_input_grad=False`` the first layer skips dE/dx (one GEMM less, as PyTorch does for an input that
+        does not require grad) and ``None`` is returned.
+        """
         if self._tape is None:
             raise RuntimeError("backward() needs a forward() first: call layer(x) before layer.backward(d_output)")
         params, caches, T, B, I = self._tape
@@ -224,7 +228,8 @@ class LSTM:
         grads = {}
         for k in reversed(range(L)):
             in_size = I if k == 0 else D * H
-            d_in = np.zeros((T, B, in_size), dtype=self.dtype)
+            skip = k == 0 and not need_input_grad and all(cell.skips_input_grad for cell in self.cells)
+            d_in = None if skip else np.zeros((T, B, in_size), dtype=self.dtype)
             for d, cell in enumerate(self.cells):
                 idx = k * D + d
                 if T == 0:
@@ -240,4 +245,6 @@ class LSTM:
             d_out = d_in
         self.grads = {key: grads[key] for key in self.params}
         self.state_grads = tuple(d_init)
+        if not need_input_grad:
+            return None
         return d_out.transpose(1, 0, 2) if self.batch_first else d_out

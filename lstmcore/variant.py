@@ -59,13 +59,16 @@ class Variant:
       to write the outputs into (zero past each sequence's length). Returns ``(final_state, cache)``.
     - ``backward(params, cache, d_out, d_state, d_x, accumulate_dx)``: ``d_out`` is ``(T, B, H)``; ``d_state`` the
       gradients of the final state; writes (or, with ``accumulate_dx``, adds) dE/dx into ``d_x``.
-      Returns ``(d_initial_state, grads)`` with ``grads`` keyed like ``params``.
+      Returns ``(d_initial_state, grads)`` with ``grads`` keyed like ``params``. A variant that sets
+      ``skips_input_grad = True`` also accepts ``d_x=None``, meaning that dE/dx is not needed (the first layer when the
+      caller asks for no input gradient), and then skips computing it.
     """
 
     name: ClassVar[str] | str = ""
     description: str = ""
     compiled: bool = False
     state_names: tuple[str, ...] = ("h", "c")
+    skips_input_grad: bool = False
 
     def with_options(self, **options) -> "Variant":
         """A copy configured with per-layer options (e.g. activations); unknown options raise ``TypeError``."""
@@ -127,6 +130,7 @@ class GatedCell(Variant):
     gate_recurrence: bool = False
     description: str = ""
     compiled: ClassVar[bool] = True
+    skips_input_grad: ClassVar[bool] = True
 
     _OPTIONS: ClassVar[tuple[str, ...]] = ("gate_activation", "input_activation", "output_activation", "clip")
 

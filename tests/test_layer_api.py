@@ -539,3 +539,21 @@ def test_forward_releases_the_gil():
         if ratios[-1] > 0.15:
             return
     pytest.fail(f"the main thread ran at {max(ratios):.0%} of its speed during the forward: is the GIL held?")
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "coupled", "fgr"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_backward_without_input_grad_gives_the_same_weight_grads(variant, bidirectional):
+    layer = lstmcore.LSTM(3, 4, variant=variant, num_layers=2, bidirectional=bidirectional, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).normal(size=(5, 3, 3))
+    out, _ = layer(x, lengths=[5, 2, 0])
+    d_out = np.random.default_rng(1).normal(size=out.shape)
+    d_x = layer.backward(d_out)
+    full = {k: v.copy() for k, v in layer.grads.items()}
+    full_state = [s.copy() for s in layer.state_grads]
+    assert layer.backward(d_out, need_input_grad=False) is None
+    assert d_x.shape == x.shape
+    for key, value in full.items():
+        np.testing.assert_array_equal(layer.grads[key], value)
+    for got, want in zip(layer.state_grads, full_state):
+        np.testing.assert_array_equal(got, want)

@@ -275,7 +275,7 @@ cdef void cell_backward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_
 
     ``work`` is H scratch elements; ``da`` (B, 3H) scratch for the gate recurrence (NULL without one). dW, dR, db, dp,
     dRg are overwritten; dx is overwritten or, with ``accumulate_dx``, added to (the second direction of a
-    bidirectional layer). ``packed`` as in ``cell_forward``.
+    bidirectional layer), or skipped when NULL (the input needs no gradient). ``packed`` as in ``cell_forward``.
     """
     cdef Py_ssize_t H = s.hidden, GH = s.n_blocks * s.hidden, BH = B * s.hidden, TB = T * B, H3 = 3 * s.hidden
     cdef Py_ssize_t n, t, r, j, k, prev, nxt
@@ -336,8 +336,9 @@ cdef void cell_backward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_
     for r in range(TB):
         for k in range(GH):
             db[k] += d_gates[r * GH + k]
-    gemm(NoTrans, NoTrans, <int> TB, <int> I, <int> GH, <floating> 1, d_gates, <int> GH, W, <int> I,
-         <floating> (1 if accumulate_dx else 0), dx, <int> I)
+    if dx != NULL:
+        gemm(NoTrans, NoTrans, <int> TB, <int> I, <int> GH, <floating> 1, d_gates, <int> GH, W, <int> I,
+             <floating> (1 if accumulate_dx else 0), dx, <int> I)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -465,7 +466,7 @@ def backward(tuple layout, bint reverse, const floating[:, :, ::1] x, const floa
     _check((pre is None) == (s.clip <= 0) and (pre is None or tuple(pre.shape)[:3] == (T, B, GH)), "pre shape")
     _check(tuple(dh.shape)[:2] == (B, H) and tuple(dc.shape)[:2] == (B, H), "dh, dc shapes")
     _check(tuple(dW.shape)[:2] == (GH, I) and tuple(dR.shape)[:2] == (GH, H) and db.shape[0] == GH, "dW, dR, db shapes")
-    _check(tuple(dx.shape)[:3] == (T, B, I), "dx shape")
+    _check(dx is None or tuple(dx.shape)[:3] == (T, B, I), "dx shape")
     _check_gate_recurrence(&s, Rg, a_states, T, B, H)
     _check((dRg is None) == (Rg is None) and (dRg is None or tuple(dRg.shape)[:2] == (3 * H, 3 * H)), "dRg shape")
     if lengths is not None:
@@ -486,4 +487,5 @@ def backward(tuple layout, bint reverse, const floating[:, :, ::1] x, const floa
                       &dh[0, 0], &dc[0, 0], &da[0] if da is not None else NULL, &d_gates[0, 0, 0], &work[0],
                       &dW[0, 0], &dR[0, 0], &db[0], &dp[0] if dp is not None else NULL,
                       &dRg[0, 0] if dRg is not None else NULL,
-                      &dx[0, 0, 0], accumulate_dx, &packed[0] if packed is not None else NULL)
+                      &dx[0, 0, 0] if dx is not None else NULL, accumulate_dx,
+                      &packed[0] if packed is not None else NULL)
