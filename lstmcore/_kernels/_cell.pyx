@@ -155,6 +155,18 @@ cdef void cell_forward(const CellSpec *s, Py_ssize_t T, Py_ssize_t B, Py_ssize_t
                     memcpy(a_states + (nxt * B + r) * H3, g_t + r * GH, H3 * sizeof(floating))
 
 
+cdef inline void _finish_gate_delta(const CellSpec *s, floating *d, const floating *y, const floating *da,
+                                    const floating *pr, Py_ssize_t H) noexcept nogil:
+    """A gate's pre-activation delta: d = (d + da) * sigma'(y), zero where ``pr`` (if given) was clamped."""
+    cdef Py_ssize_t j
+    if da != NULL:  # the gate recurrence's share, from step t+1
+        for j in range(H):
+            d[j] += da[j]
+    multiply_derivative_block(s.act_gate, <floating> s.gate_alpha, y, d, H)
+    if pr != NULL:
+        zero_where_clipped(<floating> s.clip, pr, d, H)
+
+
 cdef void _step_backward(const CellSpec *s, const floating *g, const floating *pr, const floating *p,
                          const floating *c_prev, const floating *c_next, const floating *hc,
                          floating *dh, floating *dc, floating *da, floating *dg, floating *dcell,
@@ -181,7 +193,6 @@ cdef void _step_backward(const CellSpec *s, const floating *g, const floating *p
     cdef floating *dpi = _block(dp, s.pk_i, H)
     cdef floating *dpf = _block(dp, s.pk_f, H)
     cdef floating *dpo = _block(dp, s.pk_o, H)
-    cdef floating ga = <floating> s.gate_alpha
     cdef floating *dai = da + s.blk_i * H if da != NULL else NULL
     cdef floating *daf = da + s.blk_f * H if da != NULL else NULL
     cdef floating *dao = da + s.blk_o * H if da != NULL else NULL
@@ -195,12 +206,7 @@ cdef void _step_backward(const CellSpec *s, const floating *g, const floating *p
         memcpy(dcell, dh, H * sizeof(floating))
     multiply_derivative_block(s.act_output, <floating> s.output_alpha, hc, dcell, H)
     if go != NULL:
-        if dao != NULL:
-            for j in range(H):
-                dgo[j] += dao[j]
-        multiply_derivative_block(s.act_gate, ga, go, dgo, H)
-        if clip > 0:
-            zero_where_clipped(clip, pr + s.blk_o * H, dgo, H)
+        _finish_gate_delta(s, dgo, go, dao, pr + s.blk_o * H if clip > 0 else NULL, H)
         if po != NULL:
             for j in range(H):
                 dcell[j] += po[j] * dgo[j]
@@ -224,21 +230,11 @@ cdef void _step_backward(const CellSpec *s, const floating *g, const floating *p
         else:
             for j in range(H):
                 dgi[j] = dcell[j] * gz[j]
-        if dai != NULL:
-            for j in range(H):
-                dgi[j] += dai[j]
-        multiply_derivative_block(s.act_gate, ga, gi, dgi, H)
-        if clip > 0:
-            zero_where_clipped(clip, pr + s.blk_i * H, dgi, H)
+        _finish_gate_delta(s, dgi, gi, dai, pr + s.blk_i * H if clip > 0 else NULL, H)
     if gf != NULL:
         for j in range(H):
             dgf[j] = dcell[j] * c_prev[j]
-        if daf != NULL:
-            for j in range(H):
-                dgf[j] += daf[j]
-        multiply_derivative_block(s.act_gate, ga, gf, dgf, H)
-        if clip > 0:
-            zero_where_clipped(clip, pr + s.blk_f * H, dgf, H)
+        _finish_gate_delta(s, dgf, gf, daf, pr + s.blk_f * H if clip > 0 else NULL, H)
 
     # the cell delta carried to t-1: through f and through the peepholes of i and f
     if gi != NULL and s.coupled:
