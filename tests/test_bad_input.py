@@ -477,8 +477,10 @@ def _run_isolated(code):
         g = np.zeros((T, B, 4 * H)); hc = np.zeros((T, B, H)); out = np.zeros((T, B, H))
         layout = list(cell.kernel_layout)
     """)
+    # cwd="/": ``python -c`` puts the working directory first on sys.path, and the repository root holds the
+    # uncompiled source tree, which would shadow the installed package.
     return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, cwd="/")
 
 
 @pytest.mark.parametrize("index,value", [(4, 1000000), (6, 1000000), (4, -1), (4, 4), (6, 3)])
