@@ -61,6 +61,16 @@ def _variants(args) -> int:
     import lstmcore
     from lstmcore.plugins import registry
 
+    if args.check:
+        from lstmcore.testing import check_variant
+
+        failed = 0
+        for name in args.check:
+            report = check_variant(name)
+            print(report)
+            failed += not report.ok
+        return 1 if failed else 0
+
     print(f"{'name':<12} {'source':<24} {'params/layer (I=' + str(args.input_size) + ', H=' + str(args.hidden_size) + ')':>24} "
           f"{'compiled':>9}  description")
     for name in lstmcore.list_variants():
@@ -85,6 +95,8 @@ def main(argv=None) -> int:
     variants = sub.add_parser("variants", help="list the registered variants")
     variants.add_argument("--input-size", type=int, default=88)
     variants.add_argument("--hidden-size", type=int, default=100)
+    variants.add_argument("--check", nargs="+", metavar="NAME",
+                          help="run the conformance kit (lstmcore.testing.check_variant) on these variants")
     variants.set_defaults(func=_variants)
     args = parser.parse_args(argv)
     return args.func(args)
