@@ -9,32 +9,20 @@ these tests skip.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import lstmcore
+from shared_data import shared_data_dir
 from lstmcore.interop import ReverseOnly, from_onnx, to_onnx
 
 ATOL = 1e-5
 ATTRIBUTES = ("hidden_size", "direction", "input_forget", "activations", "activation_alpha", "activation_beta", "clip")
 
 
-def _data_dir() -> Path | None:
-    candidates = []
-    env = os.environ.get("LSTMCORE_SHARED_DATA")
-    if env:  # the onnx-lstm folder itself, the shared data folder, or the shared folder
-        candidates += [Path(env), Path(env) / "onnx-lstm", Path(env) / "data" / "onnx-lstm"]
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data" / "onnx-lstm")
-    for path in candidates:
-        if path.is_dir() and any(path.glob("test_lstm_*.npz")):
-            return path
-    return None
-
-
-DATA = _data_dir()
+DATA = shared_data_dir("onnx-lstm", "test_lstm_*.npz")
 if DATA is None:
     pytest.skip("ONNX LSTM reference vectors not found (set LSTMCORE_SHARED_DATA to the shared data folder)",
                 allow_module_level=True)
