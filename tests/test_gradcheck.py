@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import lstmcore
+from lstmcore.testing import numerical_gradient
 
 VARIANTS = lstmcore.list_variants()
 
@@ -20,22 +21,6 @@ CONFIGS = {
     "lengths": dict(layer={}, lengths=[5, 0, 2]),
     "stacked_bidirectional": dict(layer=dict(num_layers=2, bidirectional=True), lengths=[3, 5, 1]),
 }
-
-
-def numerical_gradient(loss, array, eps=1e-6):
-    """d loss / d array by central differences, perturbing ``array`` in place one entry at a time."""
-    flat = array.reshape(-1)
-    assert np.shares_memory(flat, array)
-    grad = np.empty(flat.shape)
-    for j in range(flat.size):
-        orig = flat[j]
-        flat[j] = orig + eps
-        plus = loss()
-        flat[j] = orig - eps
-        minus = loss()
-        flat[j] = orig
-        grad[j] = (plus - minus) / (2 * eps)
-    return grad.reshape(array.shape)
 
 
 def gradcheck(layer, T=5, B=3, lengths=None, seed=0, rtol=1e-5, atol=1e-7):
