@@ -48,6 +48,8 @@ class Registry:
         self.plugin_manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.plugin_manager.add_hookspecs(hookspecs)
         self.failures: list[str] = []
+        self._loaded_sources: set[str] = set()
+        self._in_process: dict[str, object] = {}
 
     # -- loading ----------------------------------------------------------------------------------------------------
     def _report(self, message: str) -> None:
@@ -57,16 +59,27 @@ class Registry:
         warnings.warn(message, PluginWarning, stacklevel=4)
 
     def _collect(self, plugin, source: str, variants: dict[str, Registration]) -> None:
-        """Call one plugin's hook and add what it registers; all or nothing for that plugin."""
+        """Register one plugin with pluggy, call its hook and add what it registers."""
+        pm = self.plugin_manager
+        if pm.get_plugin(source) is None:
+            try:
+                pm.register(plugin, name=source)
+            except Exception as exc:  # pluggy.PluginValidationError (wrong hook signature), or already registered
+                self._report(f"lstmcore plugin {source!r} is not a valid plugin: {type(exc).__name__}: {exc}")
+                return
+        impls = [impl for impl in pm.hook.register_variants.get_hookimpls() if impl.plugin is plugin]
+        if not impls:
+            if callable(getattr(plugin, "register_variants", None)):
+                self._report(f"lstmcore plugin {source!r} defines register_variants without the "
+                             "@lstmcore.hookimpl marker; it is ignored")
+            return
         found: list[Variant] = []
-        hook = getattr(plugin, "register_variants", None)
-        if hook is None:
-            return
-        try:
-            hook(register=found.append)
-        except Exception as exc:  # a plugin's bug must not take the others down
-            self._report(f"lstmcore plugin {source!r} raised in register_variants: {type(exc).__name__}: {exc}")
-            return
+        for impl in impls:
+            try:
+                impl.function(register=found.append)
+            except Exception as exc:  # a plugin's bug must not take the others down
+                self._report(f"lstmcore plugin {source!r} raised in register_variants: {type(exc).__name__}: {exc}")
+                return
         for variant in found:
             if not isinstance(variant, Variant):
                 self._report(f"lstmcore plugin {source!r} registered {variant!r}, which is not a lstmcore.Variant")
@@ -94,6 +107,7 @@ class Registry:
         return result
 
     def load(self) -> dict[str, Registration]:
+        """Load once: the built-ins, then the entry points, then plugins given to ``register_plugin``."""
         with self._lock:
             if self._variants is not None:
                 return self._variants
@@ -102,6 +116,7 @@ class Registry:
             import lstmcore.variants as builtins  # the built-ins use the same hook as any plugin
 
             self._collect(builtins, BUILTIN_SOURCE, variants)
+            self._loaded_sources = {BUILTIN_SOURCE}
             if not _env_flag("LSTMCORE_DISABLE_PLUGINS"):
                 for ep, source in self._entry_points():
                     try:
@@ -110,18 +125,45 @@ class Registry:
                         self._report(f"lstmcore plugin {source!r} (entry point {ep.name} = {ep.value}) failed to "
                                      f"import: {type(exc).__name__}: {exc}")
                         continue
+                    self._loaded_sources.add(source)
                     self._collect(plugin, source, variants)
-                    if self.plugin_manager.get_plugin(source) is None:
-                        self.plugin_manager.register(plugin, name=source)
+            for source, plugin in list(self._in_process.items()):
+                self._collect(plugin, source, variants)
             self._variants = variants
             return variants
 
+    def register_plugin(self, plugin, name: str | None = None) -> str:
+        """Add a plugin object (a module or any object with a ``@lstmcore.hookimpl`` ``register_variants``) in this
+        process, without an entry point; returns its name. Its variants are added now if the registry is loaded,
+        with the same checks as an entry point's. ``unregister_plugin(name)`` removes it."""
+        with self._lock:
+            source = name or getattr(plugin, "__name__", None) or f"plugin-{id(plugin):x}"
+            if source in self._in_process or source in self._loaded_sources:
+                raise ValueError(f"a plugin named {source!r} is already registered")
+            self._in_process[source] = plugin
+            if self._variants is not None:
+                self._collect(plugin, source, self._variants)
+            return source
+
+    def unregister_plugin(self, name: str) -> None:
+        """Remove a plugin added by ``register_plugin`` and the variants it registered."""
+        with self._lock:
+            if name not in self._in_process:
+                raise KeyError(f"no plugin named {name!r} was added with register_plugin")
+            del self._in_process[name]
+            if self.plugin_manager.get_plugin(name) is not None:
+                self.plugin_manager.unregister(name=name)
+            if self._variants is not None:
+                self._variants = {k: r for k, r in self._variants.items() if r.source != name}
+
     def reload(self) -> None:
-        """Forget what was loaded; the next use loads again (for tests and after installing a plugin)."""
+        """Forget what was loaded; the next use loads again (for tests and after installing a plugin).
+        Plugins added with ``register_plugin`` stay."""
         with self._lock:
             for name, _ in list(self.plugin_manager.list_name_plugin()):
                 self.plugin_manager.unregister(name=name)
             self._variants = None
+            self._loaded_sources = set()
 
     # -- queries ----------------------------------------------------------------------------------------------------
     def names(self) -> list[str]:
