@@ -1,4 +1,4 @@
-"""The ``lstmcore`` command: ``lstmcore demo`` and ``lstmcore variants``."""
+"""The ``lstmcore`` command: ``lstmcore demo``, ``lstmcore variants``, ``lstmcore ablate`` and ``lstmcore report``."""
 from __future__ import annotations
 
 import argparse
@@ -98,6 +98,9 @@ def main(argv=None) -> int:
     variants.add_argument("--check", nargs="+", metavar="NAME",
                           help="run the conformance kit (lstmcore.testing.check_variant) on these variants")
     variants.set_defaults(func=_variants)
+    from lstmcore.ablation.cli import add_commands as add_ablation_commands  # light: no Optuna/Dask until run
+
+    add_ablation_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

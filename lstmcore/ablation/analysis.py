@@ -1,0 +1,225 @@
+"""Statistics of a study, from its table of trials (``lstmcore.ablation.storage.trial_rows`` or ``trials.json``).
+
+- Per variant: the test metric of every completed trial, and of the best 10 % by validation (at least 2 trials, so a
+  test is possible), as in Greff et al. (2017), Fig. 3.
+- Each variant against the baseline: Welch's t-test (unequal variances) with the mean difference (variant - baseline)
+  and its 95 % confidence interval (Welch-Satterthwaite degrees of freedom); in the paired design also the paired
+  t-test on the trial indices both variants completed. p-values are adjusted for the number of comparisons by
+  Holm's step-down method (family: the variants tested against the baseline, for one trial set and one test); a
+  difference is significant when the adjusted p-value is below ``alpha`` (0.05).
+- Hyperparameter importance by fANOVA (Optuna's ``FanovaImportanceEvaluator``) on the stored parameters, which are the
+  log10 values for the log-scaled hyperparameters.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+ALPHA = 0.05
+TOP_FRACTION = 0.10
+CORRECTION = "Holm-Bonferroni"
+
+
+def metric_direction(metric: str | None) -> str:
+    """``maximize`` for accuracies, ``minimize`` for every other metric (losses, NLL, error rates)."""
+    return "maximize" if metric and "acc" in metric.lower() else "minimize"
+
+
+def completed(rows, variant: str) -> list[dict]:
+    return [r for r in rows if r["variant"] == variant and r["state"] == "COMPLETE" and r.get("test") is not None]
+
+
+def top_by_validation(rows: list[dict], direction: str, fraction: float = TOP_FRACTION) -> list[dict]:
+    """The best ``fraction`` of completed trials by validation metric (at least 2 when there are 2)."""
+    if not rows:
+        return []
+    count = max(min(2, len(rows)), math.ceil(fraction * len(rows)))
+    return sorted(rows, key=lambda r: r["valid"] if direction == "minimize" else -r["valid"])[:count]
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given; ``nan`` stays ``nan``)."""
+    indexed = [(p, i) for i, p in enumerate(p_values) if p is not None and not math.isnan(p)]
+    indexed.sort()
+    adjusted = [float("nan")] * len(p_values)
+    running = 0.0
+    m = len(indexed)
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+@dataclass
+class Comparison:
+    variant: str
+    baseline: str
+    trials: str            # "all" or "top10"
+    test: str              # "welch" or "paired"
+    n_variant: int
+    n_baseline: int
+    mean_difference: float  # variant - baseline, in the metric's units
+    ci_low: float
+    ci_high: float
+    statistic: float
+    df: float
+    p_value: float
+    p_adjusted: float = float("nan")
+    significant: bool = False
+    verdict: str = "not significant"   # "better", "worse" or "not significant"
+
+
+def _welch(a: np.ndarray, b: np.ndarray, confidence: float):
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return None
+    result = stats.ttest_ind(a, b, equal_var=False)
+    ci = result.confidence_interval(confidence)
+    return float(result.statistic), float(result.df), float(result.pvalue), float(ci.low), float(ci.high)
+
+
+def _paired(a: np.ndarray, b: np.ndarray, confidence: float):
+    from scipy import stats
+
+    if len(a) < 2 or np.ptp(a - b) == 0:
+        return None
+    result = stats.ttest_rel(a, b)
+    ci = result.confidence_interval(confidence)
+    return float(result.statistic), float(result.df), float(result.pvalue), float(ci.low), float(ci.high)
+
+
+def compare(rows, variants, baseline: str, direction: str, paired: bool, alpha: float = ALPHA) -> list[Comparison]:
+    """Every variant against the baseline: Welch on all trials and on the top 10 %, and paired (paired design)."""
+    confidence = 1 - alpha
+    base_all = completed(rows, baseline)
+    families: dict[tuple[str, str], list[Comparison]] = {}
+    for variant in variants:
+        if variant == baseline:
+            continue
+        mine = completed(rows, variant)
+        sets = {"all": (mine, base_all),
+                "top10": (top_by_validation(mine, direction), top_by_validation(base_all, direction))}
+        for label, (a_rows, b_rows) in sets.items():
+            a = np.array([r["test"] for r in a_rows], float)
+            b = np.array([r["test"] for r in b_rows], float)
+            stats_ = _welch(a, b, confidence)
+            diff = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
+            families.setdefault((label, "welch"), []).append(
+                _comparison(variant, baseline, label, "welch", len(a), len(b), diff, stats_))
+        if paired:
+            by_index = {r["index"]: r["test"] for r in base_all}
+            pairs = [(r["test"], by_index[r["index"]]) for r in mine if r["index"] in by_index]
+            a = np.array([p[0] for p in pairs], float)
+            b = np.array([p[1] for p in pairs], float)
+            diff = float((a - b).mean()) if len(a) else float("nan")
+            families.setdefault(("all", "paired"), []).append(
+                _comparison(variant, baseline, "all", "paired", len(a), len(b), diff, _paired(a, b, confidence)))
+    out = []
+    for family in families.values():
+        for comparison, adjusted in zip(family, holm([c.p_value for c in family])):
+            comparison.p_adjusted = adjusted
+            comparison.significant = bool(adjusted < alpha)
+            if comparison.significant:
+                lower_is_better = direction == "minimize"
+                better = (comparison.mean_difference < 0) == lower_is_better
+                comparison.verdict = "better" if better else "worse"
+            out.append(comparison)
+    return out
+
+
+def _comparison(variant, baseline, label, test, n_a, n_b, diff, stats_) -> Comparison:
+    if stats_ is None:
+        nan = float("nan")
+        return Comparison(variant, baseline, label, test, n_a, n_b, diff, nan, nan, nan, nan, nan)
+    statistic, df, p, low, high = stats_
+    return Comparison(variant, baseline, label, test, n_a, n_b, diff, low, high, statistic, df, p)
+
+
+@dataclass
+class VariantSummary:
+    variant: str
+    completed: int
+    failed: int
+    failures: dict
+    test_mean: float
+    test_std: float
+    test_median: float
+    best_test: float        # test metric of the trial best on validation
+    top10_test_mean: float
+    parameter_count_median: float
+    parameter_count_min: int
+    parameter_count_max: int
+    wall_time_median: float
+    wall_time_total: float
+    epochs_median: float
+    seconds_per_epoch_median: float
+
+
+def summarize(rows, variants, direction: str) -> list[VariantSummary]:
+    out = []
+    for variant in variants:
+        done = completed(rows, variant)
+        failed = [r for r in rows if r["variant"] == variant and r["state"] == "FAIL"]
+        failures: dict[str, int] = {}
+        for r in failed:
+            failures[r.get("status") or "unknown"] = failures.get(r.get("status") or "unknown", 0) + 1
+        finished = done + failed
+        test = np.array([r["test"] for r in done], float)
+        params = np.array([r["parameter_count"] for r in done if r.get("parameter_count") is not None], float)
+        walls = np.array([r["wall_time"] for r in finished if r.get("wall_time") is not None], float)
+        epochs = np.array([r["epochs"] for r in done if r.get("epochs")], float)
+        per_epoch = np.array([r["train_time"] / r["epochs"] for r in done if r.get("epochs") and r.get("train_time")],
+                             float)
+        top = top_by_validation(done, direction)
+        best = top[0]["test"] if top else float("nan")
+        out.append(VariantSummary(
+            variant=variant, completed=len(done), failed=len(failed), failures=failures,
+            test_mean=_stat(np.mean, test), test_std=_stat(lambda x: np.std(x, ddof=1), test, minimum=2),
+            test_median=_stat(np.median, test), best_test=float(best),
+            top10_test_mean=_stat(np.mean, np.array([r["test"] for r in top], float)),
+            parameter_count_median=_stat(np.median, params),
+            parameter_count_min=int(params.min()) if len(params) else 0,
+            parameter_count_max=int(params.max()) if len(params) else 0,
+            wall_time_median=_stat(np.median, walls), wall_time_total=float(walls.sum()),
+            epochs_median=_stat(np.median, epochs), seconds_per_epoch_median=_stat(np.median, per_epoch)))
+    return out
+
+
+def _stat(function, values: np.ndarray, minimum: int = 1) -> float:
+    return float(function(values)) if len(values) >= minimum else float("nan")
+
+
+MIN_TRIALS_FOR_FANOVA = 8
+
+
+def importance(rows, parameters: list[str], target: str = "test", seed: int = 0) -> dict[str, float] | None:
+    """fANOVA importance of ``parameters`` (the stored, log10, parameter names) for ``target``; ``None`` when there
+    are fewer than ``MIN_TRIALS_FOR_FANOVA`` completed trials or nothing varies."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.importance import FanovaImportanceEvaluator
+
+    usable = [r for r in rows if r["state"] == "COMPLETE" and r.get(target) is not None
+              and all(p in r.get("params", {}) for p in parameters)]
+    if len(usable) < MIN_TRIALS_FOR_FANOVA or not parameters:
+        return None
+    bounds = {p: (min(r["params"][p] for r in usable), max(r["params"][p] for r in usable)) for p in parameters}
+    varying = [p for p, (lo, hi) in bounds.items() if hi > lo]
+    if not varying:
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize")
+    distributions = {p: FloatDistribution(*bounds[p]) for p in varying}
+    study.add_trials([optuna.trial.create_trial(params={p: r["params"][p] for p in varying},
+                                                distributions=distributions, value=float(r[target]))
+                      for r in usable])
+    result = optuna.importance.get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed),
+                                                     normalize=True)
+    return {p: float(result.get(p, 0.0)) for p in parameters}
+
+
+def as_dicts(items) -> list[dict]:
+    return [asdict(item) for item in items]

@@ -1,0 +1,201 @@
+"""A study's configuration: defaults, then the ``--quick`` preset, then a TOML file, then command-line options.
+
+A TOML file has up to five tables (every key optional)::
+
+    [study]
+    variants = "odyssey"            # a group name, or a list of variant names
+    dataset = "jsb_chorales"        # a built-in dataset, or "package.module:function" returning a lstmcore Dataset
+    trials = 20                     # trials per variant
+    seed = 0                        # base seed of the whole plan
+    independent = false             # true: each variant samples its own hyperparameters (the paper); false: paired
+    baseline = "peephole"           # the variant the others are tested against (default: peephole if present)
+
+    [dataset]                       # keyword arguments of load_dataset
+    path = "jsb-chorales-quarter.json"
+
+    [training]                      # fixed arguments of lstmcore.training.fit
+    max_epochs = 30
+    patience = 5
+    batch_size = 1
+
+    [model]                         # fixed arguments of SequenceModel
+    num_layers = 1
+
+    [space.learning_rate]           # the search space (see lstmcore.ablation.space)
+    distribution = "log_uniform"
+    low = 1e-5
+    high = 1e-2
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from lstmcore.ablation.space import SearchSpace
+
+TRAINING_KEYS = {"optimizer", "nesterov", "batch_size", "max_epochs", "patience", "time_budget", "clip_norm",
+                 "learning_rate", "momentum", "input_noise"}
+MODEL_KEYS = {"num_layers", "bidirectional", "dtype"}
+STUDY_KEYS = {"variants", "dataset", "trials", "seed", "independent", "baseline", "name"}
+TABLES = {"study", "dataset", "training", "model", "space"}
+
+DEFAULT_TRAINING = {"optimizer": "sgd", "nesterov": True, "batch_size": 1, "max_epochs": 30, "patience": 5,
+                    "time_budget": None, "clip_norm": None}
+DEFAULT_MODEL = {"num_layers": 1, "bidirectional": False, "dtype": "float32"}
+
+#: ``--quick``: a study that runs offline in a few minutes on 2 cores and shows real differences between variants.
+QUICK_PRESET = {
+    "study": {"variants": ["peephole", "vanilla", "coupled", "nfg", "noaf"], "dataset": "adding", "trials": 6},
+    "dataset": {"length": 20, "n_train": 400, "n_valid": 200, "n_test": 400},
+    "training": {"batch_size": 16, "max_epochs": 15, "patience": 4},
+    "space": {
+        "hidden_size": {"distribution": "log_uniform", "low": 8, "high": 24},
+        "learning_rate": {"distribution": "log_uniform", "low": 1e-3, "high": 1e-1},
+        "momentum": {"distribution": "one_minus_log_uniform", "low": 0.01, "high": 0.5},
+        "input_noise": {"distribution": "uniform", "low": 0.0, "high": 0.2},
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A study configuration that cannot be used; the message says which key and why."""
+
+
+@dataclass
+class StudyConfig:
+    """Everything that defines a study's trials. ``fingerprint`` covers what fixes the plan of trials."""
+
+    variants: list[str]
+    dataset: str = "adding"
+    dataset_options: dict = field(default_factory=dict)
+    space: SearchSpace = field(default_factory=SearchSpace.paper)
+    trials: int = 10
+    training: dict = field(default_factory=lambda: dict(DEFAULT_TRAINING))
+    model: dict = field(default_factory=lambda: dict(DEFAULT_MODEL))
+    seed: int = 0
+    independent: bool = False
+    baseline: str | None = None
+    name: str = "lstmcore-ablation"
+
+    def __post_init__(self):
+        if not self.variants:
+            raise ConfigError("a study needs at least one variant")
+        if len(set(self.variants)) != len(self.variants):
+            raise ConfigError(f"variants listed twice: {self.variants}")
+        if not isinstance(self.trials, int) or self.trials < 0:
+            raise ConfigError(f"trials must be a non-negative integer, got {self.trials!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.baseline is None:
+            self.baseline = "peephole" if "peephole" in self.variants else self.variants[0]
+        if self.baseline not in self.variants:
+            raise ConfigError(f"baseline {self.baseline!r} is not among the study's variants {self.variants}")
+        clash = set(self.training) & set(self.space.dimensions)
+        if clash:
+            raise ConfigError(f"{sorted(clash)} set both in [training] and in [space]; keep one")
+
+    # -- identity -----------------------------------------------------------------------------------------------------
+    def plan_definition(self) -> dict:
+        """What fixes each planned trial's hyperparameters and seed (variants and trial counts may grow on resume)."""
+        return {"dataset": self.dataset, "dataset_options": self.dataset_options, "space": self.space.to_dict(),
+                "training": self.training, "model": self.model, "seed": self.seed, "independent": self.independent}
+
+    @property
+    def fingerprint(self) -> str:
+        text = json.dumps(self.plan_definition(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return {"variants": self.variants, "dataset": self.dataset, "dataset_options": self.dataset_options,
+                "space": self.space.to_dict(), "trials": self.trials, "training": self.training, "model": self.model,
+                "seed": self.seed, "independent": self.independent, "baseline": self.baseline, "name": self.name}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StudyConfig":
+        data = dict(data)
+        data["space"] = SearchSpace.from_dict(data.get("space", {}))
+        return cls(**data)
+
+    # -- building -----------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_tables(cls, *layers: dict) -> "StudyConfig":
+        """Merge TOML-shaped tables, later ones winning key by key (``space`` dimension by dimension)."""
+        merged = {"study": {}, "dataset": {}, "training": dict(DEFAULT_TRAINING), "model": dict(DEFAULT_MODEL),
+                  "space": {}}
+        for layer in layers:
+            unknown = set(layer) - TABLES
+            if unknown:
+                raise ConfigError(f"unknown tables {sorted(unknown)} in the study configuration; "
+                                  f"use {', '.join(sorted(TABLES))}")
+            for table, values in layer.items():
+                if not isinstance(values, dict):
+                    raise ConfigError(f"[{table}] must be a table")
+                merged[table].update(values)
+        _check_keys("study", merged["study"], STUDY_KEYS)
+        _check_keys("training", merged["training"], TRAINING_KEYS)
+        _check_keys("model", merged["model"], MODEL_KEYS)
+        study = merged["study"]
+        try:
+            space = SearchSpace.from_dict(merged["space"], base=SearchSpace.paper())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        training = {k: v for k, v in merged["training"].items()}
+        # a hyperparameter fixed in [training] leaves the space
+        for name in list(space.dimensions):
+            if name in training:
+                space = SearchSpace({k: v for k, v in space.dimensions.items() if k != name})
+        return cls(
+            variants=resolve_variants(study.get("variants", "odyssey")),
+            dataset=str(study.get("dataset", "adding")),
+            dataset_options=dict(merged["dataset"]),
+            space=space,
+            trials=study.get("trials", 10),
+            training=training,
+            model=merged["model"],
+            seed=study.get("seed", 0),
+            independent=bool(study.get("independent", False)),
+            baseline=study.get("baseline"),
+            name=str(study.get("name", "lstmcore-ablation")),
+        )
+
+
+def _check_keys(table: str, values: dict, known: set) -> None:
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown keys {sorted(unknown)} in [{table}]; known: {', '.join(sorted(known))}")
+
+
+def resolve_variants(spec) -> list[str]:
+    """Variant names from a comma-separated string or a list, with group names (``odyssey``) expanded.
+
+    Every name must be registered (plugins included): ``KeyError`` listing the registered names otherwise.
+    """
+    import lstmcore
+
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        expanded = lstmcore.get_group(item) if item in lstmcore.GROUPS else [item]
+        for name in expanded:
+            lstmcore.get_variant(name)  # KeyError listing the registered variants
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def load_toml(path) -> dict:
+    """Read a study's TOML file (``ConfigError`` naming the file on a syntax error)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the study configuration {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None

@@ -1,0 +1,388 @@
+"""``lstmcore report DIR``: the study's report as Markdown (PNG figures beside it) and HTML (figures embedded), plus
+every trial as CSV and JSON and the statistics as JSON.
+
+Files written to ``DIR/report/`` (or ``out``): ``report.md``, ``report.html``, ``figures/*.png``, ``trials.csv``,
+``trials.json``, ``summary.json``.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import math
+from pathlib import Path
+
+from lstmcore.ablation import analysis
+from lstmcore.ablation.config import StudyConfig
+from lstmcore.ablation.storage import flat_rows, load_study, read_study_file, trial_rows
+
+BASELINE_COLOR = "#7f7f7f"
+WORSE_COLOR = "#d62728"
+BETTER_COLOR = "#2ca02c"
+PLAIN_COLOR = "#1f77b4"
+
+
+# -- a tiny document model rendered to Markdown and HTML -----------------------------------------------------------
+class Document:
+    def __init__(self):
+        self.blocks: list[tuple] = []
+
+    def heading(self, text: str, level: int = 2):
+        self.blocks.append(("heading", level, text))
+
+    def paragraph(self, text: str):
+        self.blocks.append(("paragraph", text))
+
+    def bullets(self, items: list[str]):
+        self.blocks.append(("bullets", items))
+
+    def table(self, headers: list[str], rows: list[list]):
+        self.blocks.append(("table", headers, [[_cell(v) for v in row] for row in rows]))
+
+    def figure(self, path: Path, caption: str):
+        self.blocks.append(("figure", path, caption))
+
+    def markdown(self, base: Path) -> str:
+        out = []
+        for block in self.blocks:
+            kind = block[0]
+            if kind == "heading":
+                out.append("#" * block[1] + " " + block[2])
+            elif kind == "paragraph":
+                out.append(block[1])
+            elif kind == "bullets":
+                out.append("\n".join(f"- {item}" for item in block[1]))
+            elif kind == "table":
+                headers, rows = block[1], block[2]
+                lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+                lines += ["| " + " | ".join(row) + " |" for row in rows]
+                out.append("\n".join(lines))
+            elif kind == "figure":
+                out.append(f"![{block[2]}]({block[1].relative_to(base).as_posix()})\n\n*{block[2]}*")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+               "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+               "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+               "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%}"
+               "figcaption{font-style:italic;color:#444}code{background:#f3f3f3}</style></head><body>"]
+        for block in self.blocks:
+            kind = block[0]
+            if kind == "heading":
+                out.append(f"<h{block[1]}>{_inline(block[2])}</h{block[1]}>")
+            elif kind == "paragraph":
+                out.append(f"<p>{_inline(block[1])}</p>")
+            elif kind == "bullets":
+                out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block[1]) + "</ul>")
+            elif kind == "table":
+                head = "".join(f"<th>{_inline(h)}</th>" for h in block[1])
+                body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block[2])
+                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            elif kind == "figure":
+                data = base64.b64encode(Path(block[1]).read_bytes()).decode("ascii")
+                out.append(f"<figure><img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'>"
+                           f"<figcaption>{_inline(block[2])}</figcaption></figure>")
+        out.append("</body></html>")
+        return "\n".join(out)
+
+
+def _inline(text: str) -> str:
+    """Markdown's inline code and bold, for HTML."""
+    escaped = html.escape(str(text))
+    parts = escaped.split("`")
+    escaped = "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    parts = escaped.split("**")
+    return "".join(f"<b>{p}</b>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _p(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return "<1e-4" if value < 1e-4 else f"{value:.3g}"
+
+
+# -- figures -------------------------------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _robust_upper(values, direction: str) -> float | None:
+    """An axis limit that keeps the bulk of the trials readable when a few are far off (``None``: no clipping)."""
+    import numpy as np
+
+    values = np.asarray([v for v in values if v is not None and math.isfinite(v)], float)
+    if len(values) < 5:
+        return None
+    q1, q3 = np.percentile(values, [25, 75])
+    limit = q3 + 3 * (q3 - q1) if direction == "minimize" else None
+    return float(limit) if limit is not None and limit < values.max() else None
+
+
+def _verdicts(comparisons, trials: str) -> dict[str, str]:
+    return {c.variant: c.verdict for c in comparisons if c.trials == trials and c.test == "welch"}
+
+
+def box_plots(rows, variants, baseline, direction, comparisons, metric, path: Path) -> bool:
+    import numpy as np
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(variants) * 2), 4.5), sharey=False)
+    clipped = False
+    for ax, (label, title) in zip(axes, [("all", "all trials"), ("top10", "best 10 % by validation")]):
+        verdicts = _verdicts(comparisons, label)
+        data, colors, names = [], [], []
+        for variant in variants:
+            done = analysis.completed(rows, variant)
+            chosen = done if label == "all" else analysis.top_by_validation(done, direction)
+            data.append([r["test"] for r in chosen])
+            if variant == baseline:
+                colors.append(BASELINE_COLOR)
+                names.append(f"{variant}\n(baseline)")
+            else:
+                verdict = verdicts.get(variant, "not significant")
+                colors.append({"worse": WORSE_COLOR, "better": BETTER_COLOR}.get(verdict, PLAIN_COLOR))
+                names.append(variant + ("\n" + verdict if verdict != "not significant" else ""))
+        positions = np.arange(1, len(variants) + 1)
+        present = [i for i, d in enumerate(data) if d]
+        if present:
+            parts = ax.boxplot([data[i] for i in present], positions=positions[present], widths=0.6,
+                               patch_artist=True, showfliers=False)
+            for patch, i in zip(parts["boxes"], present):
+                patch.set_facecolor(colors[i])
+                patch.set_alpha(0.45)
+            rng = np.random.default_rng(0)
+            for i in present:
+                ax.scatter(positions[i] + rng.uniform(-0.15, 0.15, len(data[i])), data[i], s=10, color=colors[i],
+                           zorder=3)
+        ax.set_xticks(positions, names, rotation=0, fontsize=8)
+        ax.set_title(title)
+        ax.set_ylabel(f"test {metric}")
+        upper = _robust_upper([v for d in data for v in d], direction)
+        if upper is not None:
+            low = min(v for d in data for v in d)
+            ax.set_ylim(low - 0.05 * (upper - low), upper)
+            clipped = True
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return clipped
+
+
+def hyperparameter_plots(rows, variants, space, metric, direction, path: Path) -> None:
+    import numpy as np
+
+    plt = _pyplot()
+    dims = [d for d in space.searched]
+    order = sorted(dims, key=lambda d: {"learning_rate": 0, "hidden_size": 1}.get(d.name, 2))
+    fig, axes = plt.subplots(1, len(order), figsize=(4.2 * len(order), 4), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    all_values = [r["test"] for r in rows if r["state"] == "COMPLETE" and r.get("test") is not None]
+    upper = _robust_upper(all_values, direction)
+    for ax, dim in zip(axes[0], order):
+        for k, variant in enumerate(variants):
+            done = analysis.completed(rows, variant)
+            xs = [r["hyperparameters"][dim.name] for r in done]
+            ys = [r["test"] for r in done]
+            if dim.distribution == "one_minus_log_uniform":
+                xs = [1 - x for x in xs]
+            ax.scatter(xs, ys, s=12, alpha=0.75, color=cmap(k % 10), label=variant)
+        if dim.distribution in ("log_uniform", "one_minus_log_uniform"):
+            ax.set_xscale("log")
+        ax.set_xlabel("1 - " + dim.name if dim.distribution == "one_minus_log_uniform" else dim.name)
+        ax.set_ylabel(f"test {metric}")
+        if upper is not None and all_values:
+            low = min(all_values)
+            ax.set_ylim(low - 0.05 * (upper - low), upper)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    del np
+
+
+def importance_plot(importances: dict[str, dict | None], parameters: list[str], path: Path) -> None:
+    import numpy as np
+
+    plt = _pyplot()
+    groups = [name for name, values in importances.items() if values]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups) + 2), 3.8))
+    width = 0.8 / max(1, len(parameters))
+    x = np.arange(len(groups))
+    for k, parameter in enumerate(parameters):
+        ax.bar(x + k * width, [importances[g].get(parameter, 0.0) for g in groups], width, label=parameter)
+    ax.set_xticks(x + width * (len(parameters) - 1) / 2, groups, fontsize=8)
+    ax.set_ylabel("fANOVA importance (fraction of variance)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- the report ----------------------------------------------------------------------------------------------------
+def write_tables(rows, out: Path) -> None:
+    flat = flat_rows(rows)
+    columns: list[str] = []
+    for row in flat:
+        columns += [k for k in row if k not in columns]
+    with open(out / "trials.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(flat)
+    (out / "trials.json").write_text(json.dumps(_without_nan(rows), indent=1, default=str))
+
+
+def write_report(study_dir, out=None, alpha: float = analysis.ALPHA) -> Path:
+    """Write the report of the study in ``study_dir``; return the path of ``report.md``."""
+    from lstmcore.ablation import require
+
+    require()
+    study_dir = Path(study_dir)
+    info = read_study_file(study_dir)
+    config = StudyConfig.from_dict(info["config"])
+    rows = trial_rows(load_study(study_dir))
+    out = Path(out) if out else study_dir / "report"
+    return render_report(config, rows, out, alpha)
+
+
+def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA) -> Path:
+    """Write the report of ``rows`` (the table of ``trial_rows``) for ``config`` to ``out``; return ``report.md``."""
+    out = Path(out)
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    write_tables(rows, out)
+    variants = [v for v in config.variants if any(r["variant"] == v for r in rows)] or config.variants
+    metric = next((r["metric"] for r in rows if r.get("metric")), "metric")
+    direction = analysis.metric_direction(metric)
+    baseline = config.baseline
+    summaries = analysis.summarize(rows, variants, direction)
+    comparisons = analysis.compare(rows, variants, baseline, direction, paired=not config.independent, alpha=alpha)
+    parameters = [d.parameter for d in config.space.searched]
+    importances = {variant: analysis.importance(analysis.completed(rows, variant), parameters)
+                   for variant in variants}
+    importances["all variants"] = analysis.importance(rows, parameters)
+
+    doc = Document()
+    doc.heading(f"Ablation study: {', '.join(variants)} on {config.dataset}", 1)
+    n_complete = sum(s.completed for s in summaries)
+    n_failed = sum(s.failed for s in summaries)
+    pending = sum(1 for r in rows if r["state"] in ("RUNNING", "WAITING"))
+    doc.bullets([
+        f"Dataset `{config.dataset}` {json.dumps(config.dataset_options) if config.dataset_options else ''}; "
+        f"metric: test `{metric}` at the epoch best on validation ({'lower' if direction == 'minimize' else 'higher'}"
+        f" is better).",
+        f"Trials planned: {config.trials} per variant ({len(config.variants) * config.trials} in all); "
+        f"completed: {n_complete}; failed: {n_failed}; not finished: {pending}.",
+        f"Design: {'independent sampling per variant (as the paper)' if config.independent else 'paired: every variant trained with the same sampled hyperparameter settings'}"
+        f"; base seed {config.seed}.",
+        "Search space: " + "; ".join(config.space.describe()) + ".",
+        "Training: " + ", ".join(f"{k}={v}" for k, v in config.training.items() if v is not None) + "; model: "
+        + ", ".join(f"{k}={v}" for k, v in config.model.items()) + ".",
+        f"Baseline: `{baseline}`. Tests: Welch's t-test (and the paired t-test in the paired design) of each variant "
+        f"against the baseline; p-values adjusted by {analysis.CORRECTION} over the {max(0, len(variants) - 1)} "
+        f"comparisons of each family; significant at adjusted p < {alpha}.",
+    ])
+
+    doc.heading("Test performance per variant (Fig. 3 of the paper)")
+    box_path = figures / "boxplots.png"
+    clipped = box_plots(rows, variants, baseline, direction, comparisons, metric, box_path)
+    doc.figure(box_path, f"Test {metric} per variant, all trials (left) and the best 10 % by validation (right). "
+               f"Grey: baseline; red/green: significantly worse/better than the baseline (Welch, {analysis.CORRECTION}"
+               f", adjusted p < {alpha}); blue: no significant difference."
+               + (" The y axis is clipped at Q3 + 3 IQR; the CSV has every value." if clipped else ""))
+    doc.table(["variant", "completed", "failed", f"mean test {metric}", "std", "median", "best by valid",
+               "mean of best 10 %"],
+              [[s.variant + (" (baseline)" if s.variant == baseline else ""), s.completed,
+                _failures(s), s.test_mean, s.test_std, s.test_median, s.best_test, s.top10_test_mean]
+               for s in summaries])
+
+    doc.heading(f"Tests against the baseline `{baseline}`")
+    headers = ["variant", "trials", "test", "n", "n baseline", "mean diff", f"{int(100 * (1 - alpha))} % CI",
+               "t", "df", "p", f"p ({CORRECTION_SHORT})", "verdict"]
+    table = []
+    for c in comparisons:
+        verdict = f"**{c.verdict}**" if c.significant else c.verdict
+        table.append([c.variant, "all" if c.trials == "all" else "best 10 %", c.test, c.n_variant, c.n_baseline,
+                      c.mean_difference, f"[{_cell(c.ci_low)}, {_cell(c.ci_high)}]", c.statistic, c.df,
+                      _p(c.p_value), _p(c.p_adjusted), verdict])
+    doc.table(headers, table)
+    doc.paragraph("Mean diff = variant − baseline in test " + metric + ". Welch: unequal variances, "
+                  "Welch–Satterthwaite degrees of freedom. Paired: trials with the same index (the same "
+                  "hyperparameter setting) completed by both variants. Each family (one trial set, one test) is "
+                  f"corrected separately by {analysis.CORRECTION}.")
+
+    doc.heading("Hyperparameters (Fig. 4 and 5 of the paper)")
+    hyper_path = figures / "hyperparameters.png"
+    hyperparameter_plots(rows, variants, config.space, metric, direction, hyper_path)
+    doc.figure(hyper_path, f"Test {metric} of every completed trial against each searched hyperparameter.")
+    if any(importances.values()):
+        importance_path = figures / "importance.png"
+        importance_plot(importances, parameters, importance_path)
+        doc.figure(importance_path, "fANOVA importance per variant (Optuna's FanovaImportanceEvaluator on the "
+                                    "log10 parameters, target: test metric).")
+    doc.table(["variant"] + [f"`{p}`" for p in parameters],
+              [[name] + ([values.get(p) for p in parameters] if values else
+                         [f"fewer than {analysis.MIN_TRIALS_FOR_FANOVA} trials"] + [""] * (len(parameters) - 1))
+               for name, values in importances.items()])
+
+    doc.heading("Cost: parameters and training time")
+    doc.table(["variant", "parameters (median)", "min", "max", "epochs (median)", "s/epoch (median)",
+               "s/trial (median)", "total trial time (s)"],
+              [[s.variant, s.parameter_count_median, s.parameter_count_min, s.parameter_count_max, s.epochs_median,
+                s.seconds_per_epoch_median, s.wall_time_median, s.wall_time_total] for s in summaries])
+    doc.paragraph("Parameter counts vary with each trial's hidden size. Times are wall-clock per trial "
+                  "(dataset loading, training and evaluation) on the machine that ran it.")
+
+    failures = [r for r in rows if r["state"] == "FAIL"]
+    if failures:
+        doc.heading("Failed trials")
+        doc.table(["trial", "status", "reason"], [[r["key"], r.get("status"), (r.get("reason") or "")[:160]]
+                                                  for r in failures])
+
+    (out / "report.md").write_text(doc.markdown(out))
+    (out / "report.html").write_text(doc.html(f"lstmcore ablation: {config.dataset}"))
+    summary = {"config": config.to_dict(), "metric": metric, "direction": direction, "alpha": alpha,
+               "correction": analysis.CORRECTION, "variants": analysis.as_dicts(summaries),
+               "comparisons": analysis.as_dicts(comparisons), "importance": importances}
+    (out / "summary.json").write_text(json.dumps(_without_nan(summary), indent=1, default=str))
+    return out / "report.md"
+
+
+CORRECTION_SHORT = "Holm"
+
+
+def _failures(summary) -> str:
+    if not summary.failed:
+        return "0"
+    return f"{summary.failed} (" + ", ".join(f"{k}: {v}" for k, v in sorted(summary.failures.items())) + ")"
+
+
+def _without_nan(value):
+    """JSON has no NaN: missing statistics become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(v) for v in value]
+    return value

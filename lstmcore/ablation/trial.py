@@ -1,0 +1,103 @@
+"""One trial, as a worker runs it: a pure function of its task (no storage access), so that local processes and Dask
+workers compute the same thing and a lost worker can never write a duplicate result.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import math
+import os
+import socket
+import time
+import traceback
+
+FIT_HYPERPARAMETERS = ("learning_rate", "momentum", "input_noise", "clip_norm", "batch_size")
+
+
+def make_task(config, planned, blas_threads: int) -> dict:
+    """The picklable description of one planned trial."""
+    return {"key": planned.key, "variant": planned.variant, "index": planned.index,
+            "hyperparameters": dict(planned.hyperparameters), "seed": planned.seed,
+            "dataset": config.dataset, "dataset_options": dict(config.dataset_options),
+            "training": dict(config.training), "model": dict(config.model), "blas_threads": int(blas_threads)}
+
+
+@functools.lru_cache(maxsize=4)
+def _load_dataset_cached(name: str, options_json: str):
+    options = json.loads(options_json)
+    if ":" in name:
+        module_name, _, function_name = name.partition(":")
+        loader = getattr(importlib.import_module(module_name), function_name)
+        return loader(**options)
+    from lstmcore.datasets import load_dataset
+
+    return load_dataset(name, **options)
+
+
+def load_study_dataset(name: str, options: dict):
+    """A built-in dataset by name, or ``package.module:function(**options)`` returning a ``lstmcore.datasets.Dataset``
+    (cached per process: a worker loads it once)."""
+    return _load_dataset_cached(name, json.dumps(options, sort_keys=True))
+
+
+def _limit_blas_threads(threads: int):
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # the environment variables set for the worker still apply
+        return None
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+def run_trial(task: dict) -> dict:
+    """Train one model and evaluate it; never raises for a trial's own failure (the reason is in the result)."""
+    start = time.perf_counter()
+    result = {"key": task["key"], "variant": task["variant"], "index": task["index"], "seed": task["seed"],
+              "host": socket.gethostname(), "pid": os.getpid()}
+    limiter = _limit_blas_threads(task.get("blas_threads", 1))
+    try:
+        result.update(_train(task))
+    except Exception as exc:  # a trial that raises is recorded with its reason; the study goes on
+        result.update(state="FAIL", status="error", reason=f"{type(exc).__name__}: {exc}",
+                      traceback="".join(traceback.format_exception(exc))[-4000:])
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+    result["wall_time"] = time.perf_counter() - start
+    return result
+
+
+def _train(task: dict) -> dict:
+    import numpy as np
+
+    from lstmcore.training import SequenceModel, evaluate, fit
+
+    data = load_study_dataset(task["dataset"], task["dataset_options"])
+    hyper = task["hyperparameters"]
+    model_options = dict(task["model"])
+    dtype = np.dtype(model_options.pop("dtype", "float32"))
+    seed_sequence = np.random.SeedSequence(task["seed"])
+    model_seed, fit_seed = (int(s.generate_state(1)[0]) for s in seed_sequence.spawn(2))
+    model = SequenceModel(data.n_inputs, int(hyper["hidden_size"]), data.n_outputs, variant=task["variant"],
+                          output=data.output, per_step=data.per_step, seed=model_seed, dtype=dtype, **model_options)
+    fit_options = dict(task["training"])
+    fit_options.update({name: hyper[name] for name in FIT_HYPERPARAMETERS if name in hyper})
+    if "batch_size" in fit_options:
+        fit_options["batch_size"] = int(fit_options["batch_size"])
+    outcome = fit(model, data.train, data.valid, seed=fit_seed, **fit_options)
+    record = {"status": outcome.status, "reason": outcome.reason or "", "epochs": int(outcome.epochs),
+              "best_epoch": None if outcome.best_epoch is None else int(outcome.best_epoch),
+              "parameter_count": int(model.parameter_count()), "metric": data.metric,
+              "train_time": float(outcome.wall_time)}
+    best_valid = outcome.best_valid
+    if best_valid is None or not math.isfinite(best_valid):
+        record.update(state="FAIL", valid=None, test=None,
+                      reason=record["reason"] or f"no finite validation {data.metric} (status {outcome.status})")
+        return record
+    test = float(evaluate(model, data.test))
+    if not math.isfinite(test):
+        record.update(state="FAIL", valid=float(best_valid), test=None,
+                      reason=f"test {data.metric} is not finite at the best epoch")
+        return record
+    record.update(state="COMPLETE", valid=float(best_valid), test=test)
+    return record
