@@ -1,0 +1,253 @@
+"""The fit loop: minibatches (or one sequence per update), seeded shuffling, validation after each epoch, early
+stopping with restoration of the best weights, a time budget, and divergence reported as a status, never a crash."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from lstmcore.datasets import Split
+from lstmcore.training.losses import step_mask
+from lstmcore.training.model import NonFiniteError, SequenceModel
+from lstmcore.training.optimizers import clip_by_global_norm, global_norm, make_optimizer
+
+STATUSES = ("completed", "early_stopped", "time_budget", "diverged")
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` did.
+
+    ``status`` is one of ``STATUSES`` and ``reason`` says why in words. ``best_epoch`` is the epoch whose weights the
+    model holds (0: the initial weights), ``best_valid`` its mean loss per step on the validation split (on the
+    training split when there is none; ``inf`` when no epoch finished). ``history`` has one dict per epoch:
+    ``epoch, train_loss, valid_loss, seconds, learning_rate, updates``.
+    """
+
+    status: str
+    reason: str
+    best_epoch: int
+    best_valid: float
+    epochs: int
+    history: list[dict] = field(default_factory=list)
+    wall_time: float = 0.0
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, total: int, prefix: str, stream=None, width: int = 24):
+        self.total, self.prefix, self.width = max(total, 1), prefix, width
+        self.stream = stream if stream is not None else sys.stderr
+        self._last = 0.0
+
+    def update(self, done: int, suffix: str = "", force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self._last < 0.1:
+            return
+        self._last = now
+        filled = int(self.width * done / self.total)
+        self.stream.write(f"\r{self.prefix} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
+                          f"{suffix}\x1b[K")
+        self.stream.flush()
+
+    def close(self, suffix: str = "") -> None:
+        self.update(self.total, suffix, force=True)
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+def _check_split(model: SequenceModel, split: Split, name: str) -> Split:
+    if not isinstance(split, Split):
+        raise TypeError(f"{name} must be a lstmcore.datasets.Split, got {type(split).__name__}")
+    if split.x.shape[2] != model.input_size:
+        raise ValueError(f"{name}.x has {split.x.shape[2]} features, the model's input_size is {model.input_size}")
+    if split.per_step != model.per_step:
+        kind = "per-step (N, T_max, ...)" if model.per_step else "last-step (N, ...)"
+        raise ValueError(f"{name}.y has shape {split.y.shape}: the model (per_step={model.per_step}) needs {kind} "
+                         f"targets")
+    if len(split) == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.isfinite(split.x).all():
+        raise ValueError(f"{name}.x contains NaN or Inf")
+    x = split.x.astype(model.dtype, copy=False)            # the dataset's dtype follows the model's
+    y = split.y if split.y.dtype.kind in "iu" else split.y.astype(model.dtype, copy=False)
+    return Split(x, y, split.lengths)
+
+
+def _batches(split: Split, order: np.ndarray, batch_size: int):
+    """Batches of ``order``, each trimmed to its longest sequence."""
+    for start in range(0, len(order), batch_size):
+        batch = split.subset(order[start:start + batch_size])
+        yield batch.x, batch.y, batch.lengths
+
+
+def _eval_order(split: Split) -> np.ndarray:
+    return np.argsort(split.lengths, kind="stable")       # similar lengths together: little padding
+
+
+def evaluate(model: SequenceModel, split: Split, batch_size: int = 64) -> float:
+    """The model's loss per time step on ``split``, masked by lengths: ``Σ_real steps ℓ / n_real steps``.
+
+    This is the dataset's metric: NLL per step (nats, the sum over the outputs) for sigmoid outputs, e.g. JSB
+    Chorales; the mean squared error for linear outputs; the cross-entropy per step for softmax outputs. For last-step
+    models every sequence is one step.
+    """
+    split = _check_split(model, split, "split")
+    total, count = 0.0, 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for x, y, lengths in _batches(split, _eval_order(split), batch_size):
+            batch_total, batch_count = model.loss_value(x, y, lengths)
+            total += batch_total
+            count += batch_count
+    return total / max(count, 1)
+
+
+def accuracy(model: SequenceModel, split: Split, batch_size: int = 64) -> float:
+    """The fraction of real steps (per step) or sequences (last step) whose most probable class is the target
+    (softmax outputs; for sigmoid outputs, the fraction of labels on the right side of 0.5)."""
+    split = _check_split(model, split, "split")
+    if model.output == "linear":
+        raise ValueError("accuracy needs a softmax or sigmoid output")
+    right, count = 0.0, 0
+    for x, y, lengths in _batches(split, _eval_order(split), batch_size):
+        logits = model.forward(x, lengths)
+        mask = model.targets_mask(lengths, x.shape[1], x.shape[0])
+        if model.output == "softmax":
+            target = y if y.dtype.kind in "iu" else y.argmax(axis=-1)
+            hits = logits.argmax(axis=-1) == target
+        else:
+            hits = ((logits > 0) == (y > 0.5)).mean(axis=-1)
+        weights = np.ones(hits.shape) if mask is None else mask
+        right += float(np.sum(hits * weights))
+        count += float(np.sum(weights))
+    return right / max(count, 1)
+
+
+def _snapshot(model: SequenceModel) -> dict[str, np.ndarray]:
+    return {name: value.copy() for name, value in model.params.items()}
+
+
+def _restore(model: SequenceModel, weights: dict[str, np.ndarray]) -> None:
+    for name, value in model.params.items():
+        value[...] = weights[name]
+
+
+def fit(model: SequenceModel, train: Split, valid: Split | None = None, *, optimizer="sgd", learning_rate=1e-3,
+        momentum: float = 0.0, nesterov: bool = False, batch_size: int = 1, max_epochs: int = 100,
+        patience: int | None = None, input_noise: float = 0.0, clip_norm: float | None = None, seed=None,
+        time_budget: float | None = None, progress: bool = False,
+        callback: Callable[[dict], bool | None] | None = None, eval_batch_size: int = 64) -> FitResult:
+    """Train ``model`` on ``train``, validating on ``valid`` after each epoch; the model ends with the best weights.
+
+    - Each update minimises the mean loss per real step of a batch of ``batch_size`` sequences (1: the paper's
+      online setting), drawn in an order shuffled each epoch from ``seed``.
+    - ``optimizer``: ``"sgd"`` (with ``momentum``, ``nesterov``), ``"adam"`` or an ``Optimizer`` instance.
+      ``learning_rate`` is a number or a schedule ``epoch -> rate`` (epochs count from 1).
+    - ``input_noise``: the std σ of additive Gaussian noise on the inputs' real steps at training time,
+      ``x̃ = x + σ ε``, ``ε ~ N(0, I)``, fresh for every batch.
+    - ``clip_norm``: rescale the gradients so that their global norm is at most this.
+    - ``patience``: stop when the validation loss has not improved for this many epochs (status
+      ``"early_stopped"``); ``time_budget`` (seconds): stop after the epoch that exceeds it (``"time_budget"``).
+    - A NaN or Inf loss or gradient stops the run with status ``"diverged"`` (no exception); the best weights so far
+      (or the initial ones) are restored.
+    - ``callback(record)`` runs after each epoch with its history record; returning True stops the run
+      (``"early_stopped"``).
+    """
+    if not isinstance(model, SequenceModel):
+        raise TypeError(f"model must be a SequenceModel, got {type(model).__name__}")
+    for value, name in ((batch_size, "batch_size"), (max_epochs, "max_epochs")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience must be None or a positive integer, got {patience!r}")
+    if not (input_noise >= 0 and math.isfinite(input_noise)):
+        raise ValueError(f"input_noise must be a finite number >= 0, got {input_noise!r}")
+    if clip_norm is not None and not clip_norm > 0:
+        raise ValueError(f"clip_norm must be None or positive, got {clip_norm!r}")
+    if time_budget is not None and not time_budget > 0:
+        raise ValueError(f"time_budget must be None or positive seconds, got {time_budget!r}")
+    schedule = learning_rate if callable(learning_rate) else None
+    opt = make_optimizer(optimizer, schedule(1) if schedule else learning_rate, momentum, nesterov)
+    train = _check_split(model, train, "train")
+    valid = _check_split(model, valid, "valid") if valid is not None else None
+    rng = np.random.default_rng(seed)
+
+    started = time.perf_counter()
+    best_weights, best_epoch, best_valid = _snapshot(model), 0, math.inf
+    history: list[dict] = []
+    status, reason, since_best = "completed", f"reached max_epochs = {max_epochs}", 0
+    n_batches = math.ceil(len(train) / batch_size)
+
+    for epoch in range(1, max_epochs + 1):
+        epoch_start = time.perf_counter()
+        if schedule is not None:
+            opt.learning_rate = schedule(epoch)
+        bar = ProgressBar(n_batches, f"epoch {epoch}/{max_epochs}") if progress else None
+        total, count, diverged = 0.0, 0, None
+        with np.errstate(over="ignore", invalid="ignore"):
+            for index, (x, y, lengths) in enumerate(_batches(train, rng.permutation(len(train)), batch_size)):
+                if input_noise > 0:
+                    noise = rng.standard_normal(x.shape).astype(model.dtype)
+                    noise *= input_noise * step_mask(lengths, x.shape[1], model.dtype)[..., None]
+                    x = x + noise
+                try:
+                    batch_total, batch_count = model.loss_and_gradients(x, y, lengths)
+                except NonFiniteError as exc:
+                    diverged = f"{exc} at epoch {epoch}, batch {index + 1}"
+                    break
+                norm = clip_by_global_norm(model.grads, clip_norm) if clip_norm else global_norm(model.grads)
+                if not math.isfinite(norm):
+                    diverged = f"the gradient norm became {norm} at epoch {epoch}, batch {index + 1}"
+                    break
+                opt.step(model.params, model.grads)
+                if not _all_finite(model):
+                    diverged = f"the weights became NaN or Inf at epoch {epoch}, batch {index + 1}"
+                    break
+                total += batch_total
+                count += batch_count
+                if bar is not None:
+                    bar.update(index + 1, f"loss {total / max(count, 1):.4f}")
+        if diverged is not None:
+            if bar is not None:
+                bar.close("diverged")
+            status, reason = "diverged", diverged
+            break
+        train_loss = total / max(count, 1)
+        valid_loss = evaluate(model, valid, eval_batch_size) if valid is not None else None
+        score = valid_loss if valid is not None else train_loss
+        record = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
+                  "seconds": time.perf_counter() - epoch_start, "learning_rate": opt.learning_rate,
+                  "updates": opt.iterations}
+        history.append(record)
+        if bar is not None:
+            bar.close(f"loss {train_loss:.4f}" + (f" valid {valid_loss:.4f}" if valid_loss is not None else ""))
+        if not math.isfinite(score):
+            status, reason = "diverged", f"the {'validation' if valid is not None else 'training'} loss became " \
+                                         f"{score} at epoch {epoch}"
+            break
+        if score < best_valid:
+            best_weights, best_epoch, best_valid, since_best = _snapshot(model), epoch, score, 0
+        else:
+            since_best += 1
+        if callback is not None and callback(dict(record)) is True:
+            status, reason = "early_stopped", f"the callback asked to stop after epoch {epoch}"
+            break
+        if patience is not None and since_best >= patience:
+            status, reason = "early_stopped", (f"no improvement for {patience} epochs; best at epoch {best_epoch}")
+            break
+        if time_budget is not None and time.perf_counter() - started > time_budget and epoch < max_epochs:
+            status, reason = "time_budget", f"the time budget of {time_budget:g} s ran out after epoch {epoch}"
+            break
+
+    _restore(model, best_weights)
+    return FitResult(status=status, reason=reason, best_epoch=best_epoch, best_valid=best_valid,
+                     epochs=len(history), history=history, wall_time=time.perf_counter() - started)
+
+
+def _all_finite(model: SequenceModel) -> bool:
+    return all(np.isfinite(value).all() for value in model.params.values())
