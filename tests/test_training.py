@@ -245,8 +245,9 @@ def test_clip_by_global_norm():
 def test_optimizer_validation():
     with pytest.raises(ValueError, match="momentum"):
         SGD(0.1, momentum=1.0)
-    with pytest.raises(ValueError, match="nesterov"):
-        SGD(0.1, nesterov=True)
+    theta = np.array([1.0])
+    SGD(0.1, nesterov=True).step({"w": theta}, {"w": np.array([2.0])})   # μ = 0: plain SGD
+    np.testing.assert_allclose(theta, [0.8])
     with pytest.raises(ValueError, match="learning_rate"):
         Adam(float("nan"))
     with pytest.raises(KeyError, match="no gradient"):

@@ -71,7 +71,8 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum μ and Nesterov momentum.
 
-    Classical momentum: ``v ← μ v − ε g(θ)``, ``θ ← θ + v``.
+    Classical momentum: ``v ← μ v − ε g(θ)``, ``θ ← θ + v``. With μ = 0 both forms are plain SGD, ``θ ← θ − ε g``
+    (a search space that samples μ near 0 does not have to special-case it).
 
     Nesterov momentum in Sutskever et al. (2013)'s form evaluates the gradient at the look-ahead point,
     ``v_{t+1} = μ v_t − ε g(θ_t + μ v_t)``, ``θ_{t+1} = θ_t + v_{t+1}``. The parameters held here are the look-ahead
@@ -85,8 +86,6 @@ class SGD(Optimizer):
         momentum = float(momentum)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {momentum!r}")
-        if nesterov and momentum == 0.0:
-            raise ValueError("nesterov=True needs a momentum > 0")
         self.momentum = momentum
         self.nesterov = bool(nesterov)
 
