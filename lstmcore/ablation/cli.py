@@ -36,8 +36,12 @@ def add_commands(subparsers) -> None:
     what.add_argument("--param", action="append", default=[], metavar="NAME=SPEC",
                       help="search-space override: NAME=VALUE fixes it, NAME=DIST:LOW:HIGH with DIST one of "
                            "uniform, log_uniform, one_minus_log_uniform (repeatable)")
-    what.add_argument("--independent", action="store_true", default=None,
-                      help="sample hyperparameters independently per variant (the paper) instead of the paired design")
+    design = what.add_mutually_exclusive_group()
+    design.add_argument("--independent", dest="independent", action="store_true", default=None,
+                        help="sample hyperparameters independently per variant (the paper's design)")
+    design.add_argument("--paired", dest="independent", action="store_false",
+                        help="every variant gets the same sampled settings (the default, unless a config says "
+                             "otherwise)")
     what.add_argument("--seed", type=int, help="base seed of the plan (default 0)")
     what.add_argument("--baseline", help="variant the others are tested against (default: peephole, the paper's V)")
     what.add_argument("--config", metavar="FILE", help="TOML file with [study], [dataset], [training], [model], "
