@@ -28,6 +28,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--patience", type=int, default=15)
+    parser.add_argument("--loss-normalization", choices=("step", "sequence"), default="step",
+                        help="mean loss per step, or summed over time and averaged over the batch (the paper's scale)")
     parser.add_argument("--noise", type=float, default=0.0, help="std of Gaussian input noise")
     parser.add_argument("--clip", type=float, default=None, help="clip the gradient's global norm")
     parser.add_argument("--seed", type=int, default=0)
@@ -45,7 +47,7 @@ def main(argv=None):
     result = fit(model, data.train, data.valid, optimizer=args.optimizer, learning_rate=args.lr,
                  momentum=args.momentum, nesterov=args.nesterov, batch_size=args.batch_size,
                  max_epochs=args.epochs, patience=args.patience, input_noise=args.noise, clip_norm=args.clip,
-                 seed=args.seed, progress=args.progress,
+                 seed=args.seed, progress=args.progress, loss_normalization=args.loss_normalization,
                  callback=lambda r: print(f"epoch {r['epoch']:3d}  train {r['train_loss']:.4f}  valid "
                                           f"{r['valid_loss']:.4f}  {r['seconds']:.1f} s", flush=True))
     train_time = time.perf_counter() - start

@@ -79,6 +79,19 @@ def test_last_step_reads_each_sequences_last_real_step():
     np.testing.assert_allclose(a[:1], alone, rtol=1e-12)
 
 
+def test_sequence_normalization_scales_the_gradient_by_steps_per_sequence():
+    rng = np.random.default_rng(0)
+    model = SequenceModel(3, 4, 2, output="sigmoid", seed=0, dtype=np.float64)
+    x, y, lengths = rng.normal(size=(3, 6, 3)), (rng.random((3, 6, 2)) < 0.5) * 1.0, [6, 2, 4]
+    total, count = model.loss_and_gradients(x, y, lengths, "step")
+    per_step = {name: g.copy() for name, g in model.grads.items()}
+    assert model.loss_and_gradients(x, y, lengths, "sequence") == (total, count) and count == 12
+    for name, g in model.grads.items():
+        np.testing.assert_allclose(g, per_step[name] * 12 / 3, rtol=1e-12)
+    with pytest.raises(ValueError, match="normalization"):
+        model.loss_and_gradients(x, y, lengths, "batch")
+
+
 def test_model_parameter_count_and_validation():
     model = SequenceModel(88, 100, 88, variant="peephole", seed=0)
     assert model.parameter_count() == (4 * 100 * (88 + 100) + 7 * 100) + 88 * 100 + 88
@@ -342,9 +355,9 @@ def test_input_noise_touches_only_real_steps():
     seen = []
 
     class Recording(SequenceModel):
-        def loss_and_gradients(self, x, y, lengths=None):
+        def loss_and_gradients(self, x, y, lengths=None, normalization="step"):
             seen.append((x.copy(), np.asarray(lengths).copy()))
-            return super().loss_and_gradients(x, y, lengths)
+            return super().loss_and_gradients(x, y, lengths, normalization)
 
     model = Recording(3, 4, 2, output="linear", seed=0)
     fit(model, split, optimizer="sgd", learning_rate=0.0, batch_size=4, max_epochs=1, input_noise=0.5, seed=0)

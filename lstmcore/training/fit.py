@@ -13,7 +13,7 @@ import numpy as np
 
 from lstmcore.datasets import Split
 from lstmcore.training.losses import step_mask
-from lstmcore.training.model import NonFiniteError, SequenceModel
+from lstmcore.training.model import NORMALIZATIONS, NonFiniteError, SequenceModel
 from lstmcore.training.optimizers import clip_by_global_norm, global_norm, make_optimizer
 
 STATUSES = ("completed", "early_stopped", "time_budget", "diverged")
@@ -142,11 +142,15 @@ def fit(model: SequenceModel, train: Split, valid: Split | None = None, *, optim
         momentum: float = 0.0, nesterov: bool = False, batch_size: int = 1, max_epochs: int = 100,
         patience: int | None = None, input_noise: float = 0.0, clip_norm: float | None = None, seed=None,
         time_budget: float | None = None, progress: bool = False,
-        callback: Callable[[dict], bool | None] | None = None, eval_batch_size: int = 64) -> FitResult:
+        callback: Callable[[dict], bool | None] | None = None, eval_batch_size: int = 64,
+        loss_normalization: str = "step") -> FitResult:
     """Train ``model`` on ``train``, validating on ``valid`` after each epoch; the model ends with the best weights.
 
-    - Each update minimises the mean loss per real step of a batch of ``batch_size`` sequences (1: the paper's
-      online setting), drawn in an order shuffled each epoch from ``seed``.
+    - Each update minimises the loss of a batch of ``batch_size`` sequences (1: the paper's online setting), drawn in
+      an order shuffled each epoch from ``seed``: its mean per real step (``loss_normalization="step"``), or its sum
+      over time averaged over the batch (``"sequence"``, Brainstorm's and so the paper's scale: the gradient is about
+      the mean length times larger, which the paper's learning-rate range assumes). Reported losses are always per
+      step.
     - ``optimizer``: ``"sgd"`` (with ``momentum``, ``nesterov``), ``"adam"`` or an ``Optimizer`` instance.
       ``learning_rate`` is a number or a schedule ``epoch -> rate`` (epochs count from 1).
     - ``input_noise``: the std σ of additive Gaussian noise on the inputs' real steps at training time,
@@ -169,6 +173,8 @@ def fit(model: SequenceModel, train: Split, valid: Split | None = None, *, optim
         raise ValueError(f"patience must be None or a positive integer, got {patience!r}")
     if not (input_noise >= 0 and math.isfinite(input_noise)):
         raise ValueError(f"input_noise must be a finite number >= 0, got {input_noise!r}")
+    if loss_normalization not in NORMALIZATIONS:
+        raise ValueError(f"loss_normalization must be one of {NORMALIZATIONS}, got {loss_normalization!r}")
     if clip_norm is not None and not clip_norm > 0:
         raise ValueError(f"clip_norm must be None or positive, got {clip_norm!r}")
     if time_budget is not None and not time_budget > 0:
@@ -199,7 +205,7 @@ def fit(model: SequenceModel, train: Split, valid: Split | None = None, *, optim
                     noise *= input_noise * step_mask(lengths, x.shape[1], model.dtype)[..., None]
                     x = x + noise
                 try:
-                    batch_total, batch_count = model.loss_and_gradients(x, y, lengths)
+                    batch_total, batch_count = model.loss_and_gradients(x, y, lengths, loss_normalization)
                 except NonFiniteError as exc:
                     diverged = f"{exc} at epoch {epoch}, batch {index + 1}"
                     break

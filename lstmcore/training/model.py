@@ -10,6 +10,8 @@ from lstmcore.layers import LSTM
 from lstmcore.training.losses import loss_for_output, step_mask
 
 READOUT_WEIGHT, READOUT_BIAS = "W_out", "b_out"
+#: How a batch's summed loss becomes the training objective (see ``SequenceModel.loss_and_gradients``).
+NORMALIZATIONS = ("step", "sequence")
 
 
 class NonFiniteError(FloatingPointError):
@@ -166,16 +168,26 @@ class SequenceModel:
             return None
         return step_mask(np.full(B, T) if lengths is None else lengths, T, self.dtype)
 
-    def loss_and_gradients(self, x, y, lengths=None) -> tuple[float, int]:
-        """Forward, loss, backward on one batch: fills ``grads`` with the gradient of the mean loss per step
-        ``E = Σ ℓ / n_steps`` and returns ``(Σ ℓ, n_steps)``. A NaN or Inf loss or gradient raises
-        ``NonFiniteError``."""
+    def loss_and_gradients(self, x, y, lengths=None, normalization: str = "step") -> tuple[float, int]:
+        """Forward, loss, backward on one batch; returns ``(Σ ℓ, n_steps)`` over the batch's real steps and fills
+        ``grads`` with the gradient of the training objective ``E``:
+
+        - ``normalization="step"``: ``E = Σ ℓ / n_steps``, the mean loss per real step (learning rates do not depend
+          on the sequences' lengths);
+        - ``normalization="sequence"``: ``E = Σ ℓ / B``, summed over each sequence's steps and averaged over the
+          batch, as Brainstorm (the framework of Greff et al. 2017) normalises its losses; the paper's learning rates
+          assume this scale.
+
+        A NaN or Inf loss or gradient raises ``NonFiniteError``.
+        """
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
         logits = self.forward(x, lengths)
         B, T = np.shape(x)[:2]
         total, count, d_logits = self.loss(logits, y, self.targets_mask(lengths, T, B))
         if not np.isfinite(total):
             raise NonFiniteError(f"the loss is {total}")
-        d_logits = d_logits / max(count, 1)
+        d_logits = d_logits / max(count if normalization == "step" else B, 1)
         self.backward(d_logits.astype(self.dtype, copy=False))
         return total, count
 
