@@ -48,7 +48,7 @@ def add_commands(subparsers) -> None:
                                                        "[space] tables (see docs/ablation.md)")
     what.add_argument("--quick", action="store_true",
                       help="a small study that runs offline in a few minutes on 2 cores (adding problem, "
-                           "5 variants x 6 trials)")
+                           "5 variants x 10 trials)")
     budget = ablate.add_argument_group("training budget per trial")
     budget.add_argument("--epochs", type=int, help="maximum epochs (default 30)")
     budget.add_argument("--patience", type=int, help="early-stopping patience in epochs (default 5)")

@@ -46,13 +46,13 @@ DEFAULT_MODEL = {"num_layers": 1, "bidirectional": False, "dtype": "float32"}
 
 #: ``--quick``: a study that runs offline in a few minutes on 2 cores and shows real differences between variants.
 QUICK_PRESET = {
-    "study": {"variants": ["peephole", "vanilla", "coupled", "nfg", "noaf"], "dataset": "adding", "trials": 6},
-    "dataset": {"length": 20, "n_train": 400, "n_valid": 200, "n_test": 400},
-    "training": {"batch_size": 16, "max_epochs": 15, "patience": 4},
+    "study": {"variants": ["peephole", "vanilla", "coupled", "nfg", "noaf"], "dataset": "adding", "trials": 10},
+    "dataset": {"length": 30, "n_train": 2000, "n_valid": 300, "n_test": 500},
+    "training": {"batch_size": 16, "max_epochs": 20, "patience": 5},
     "space": {
-        "hidden_size": {"distribution": "log_uniform", "low": 8, "high": 24},
-        "learning_rate": {"distribution": "log_uniform", "low": 1e-3, "high": 1e-1},
-        "momentum": {"distribution": "one_minus_log_uniform", "low": 0.01, "high": 0.5},
+        "hidden_size": {"distribution": "log_uniform", "low": 8, "high": 32},
+        "learning_rate": {"distribution": "log_uniform", "low": 1e-2, "high": 0.5},
+        "momentum": {"distribution": "one_minus_log_uniform", "low": 0.01, "high": 0.3},
         "input_noise": {"distribution": "uniform", "low": 0.0, "high": 0.2},
     },
 }
