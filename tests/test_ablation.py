@@ -248,3 +248,20 @@ def test_light_import():
             "print(sorted(m for m in ('optuna', 'dask', 'distributed', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert out.stdout.strip() == "[]"
+
+
+def test_progress_block_counts_per_variant_and_best_so_far():
+    import io
+
+    from lstmcore.ablation.progress import Progress
+
+    stream = io.StringIO()
+    earlier = [_row("peephole", 0, 2.0), _row("nfg", 0, None, state="FAIL", status="diverged", valid=None)]
+    progress = Progress(["peephole", "nfg"], 3, earlier, live=True, stream=stream)
+    progress.trial_started("peephole/1")
+    progress.trial_finished(_row("peephole", 1, 1.5))
+    lines = progress.lines()
+    assert lines[0].startswith("[") and "3/6 trials" in lines[0] and "0 running" in lines[0]
+    assert "2/3" in lines[1] and "best valid nll 1.5" in lines[1]
+    assert "1/3" in lines[2] and "1 failed" in lines[2]
+    assert "\x1b[" in stream.getvalue()  # redrawn in place
