@@ -187,8 +187,6 @@ def box_plots(rows, variants, baseline, direction, comparisons, metric, path: Pa
 
 
 def hyperparameter_plots(rows, variants, space, metric, direction, path: Path) -> None:
-    import numpy as np
-
     plt = _pyplot()
     dims = [d for d in space.searched]
     order = sorted(dims, key=lambda d: {"learning_rate": 0, "hidden_size": 1}.get(d.name, 2))
@@ -205,7 +203,12 @@ def hyperparameter_plots(rows, variants, space, metric, direction, path: Path) -
                 xs = [1 - x for x in xs]
             ax.scatter(xs, ys, s=12, alpha=0.75, color=cmap(k % 10), label=variant)
         if dim.distribution in ("log_uniform", "one_minus_log_uniform"):
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labelled even within one decade
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("1 - " + dim.name if dim.distribution == "one_minus_log_uniform" else dim.name)
         ax.set_ylabel(f"test {metric}")
         if upper is not None and all_values:
@@ -216,7 +219,6 @@ def hyperparameter_plots(rows, variants, space, metric, direction, path: Path) -
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    del np
 
 
 def importance_plot(importances: dict[str, dict | None], parameters: list[str], path: Path) -> None:
@@ -287,7 +289,10 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
     n_complete = sum(s.completed for s in summaries)
     n_failed = sum(s.failed for s in summaries)
     pending = sum(1 for r in rows if r["state"] in ("RUNNING", "WAITING"))
+    import lstmcore
+
     doc.bullets([
+        f"lstmcore {lstmcore.__version__}; report of {len(rows)} planned trials with a result or in progress.",
         f"Dataset `{config.dataset}` {json.dumps(config.dataset_options) if config.dataset_options else ''}; "
         f"metric: test `{metric}` at the epoch best on validation ({'lower' if direction == 'minimize' else 'higher'}"
         f" is better).",
