@@ -265,3 +265,12 @@ def test_progress_block_counts_per_variant_and_best_so_far():
     assert "2/3" in lines[1] and "best valid nll 1.5" in lines[1]
     assert "1/3" in lines[2] and "1 failed" in lines[2]
     assert "\x1b[" in stream.getvalue()  # redrawn in place
+
+
+def test_report_of_a_study_without_completed_trials(tmp_path):
+    rows = [_row(v, i, None, valid=None, state="FAIL", status="diverged", reason="the loss is inf at epoch 1")
+            for v in ("peephole", "nfg") for i in range(2)]
+    config = StudyConfig(["peephole", "nfg"], trials=2)
+    text = render_report(config, rows, tmp_path).read_text()
+    assert "No trial has completed yet." in text and "| peephole (baseline) | 0 | 2 (diverged: 2) |" in text
+    assert not (tmp_path / "figures" / "boxplots.png").exists()

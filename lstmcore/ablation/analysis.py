@@ -122,7 +122,9 @@ def compare(rows, variants, baseline: str, direction: str, paired: bool, alpha: 
         for comparison, adjusted in zip(family, holm([c.p_value for c in family])):
             comparison.p_adjusted = adjusted
             comparison.significant = bool(adjusted < alpha)
-            if comparison.significant:
+            if math.isnan(comparison.p_value):
+                comparison.verdict = "not tested (too few trials or no spread)"
+            elif comparison.significant:
                 lower_is_better = direction == "minimize"
                 better = (comparison.mean_difference < 0) == lower_is_better
                 comparison.verdict = "better" if better else "worse"

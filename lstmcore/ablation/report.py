@@ -309,12 +309,16 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
     ])
 
     doc.heading("Test performance per variant (Fig. 3 of the paper)")
-    box_path = figures / "boxplots.png"
-    clipped = box_plots(rows, variants, baseline, direction, comparisons, metric, box_path)
-    doc.figure(box_path, f"Test {metric} per variant, all trials (left) and the best 10 % by validation (right). "
-               f"Grey: baseline; red/green: significantly worse/better than the baseline (Welch, {analysis.CORRECTION}"
-               f", adjusted p < {alpha}); blue: no significant difference."
-               + (" The y axis is clipped at Q3 + 3 IQR; the CSV has every value." if clipped else ""))
+    any_complete = any(s.completed for s in summaries)
+    if any_complete:
+        box_path = figures / "boxplots.png"
+        clipped = box_plots(rows, variants, baseline, direction, comparisons, metric, box_path)
+        doc.figure(box_path, f"Test {metric} per variant, all trials (left) and the best 10 % by validation (right). "
+                   f"Grey: baseline; red/green: significantly worse/better than the baseline (Welch, "
+                   f"{analysis.CORRECTION}, adjusted p < {alpha}); blue: no significant difference."
+                   + (" The y axis is clipped at Q3 + 3 IQR; the CSV has every value." if clipped else ""))
+    else:
+        doc.paragraph("No trial has completed yet.")
     doc.table(["variant", "completed", "failed", f"mean test {metric}", "std", "median", "best by valid",
                "mean of best 10 %"],
               [[s.variant + (" (baseline)" if s.variant == baseline else ""), s.completed,
@@ -337,18 +341,21 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
                   f"corrected separately by {analysis.CORRECTION}.")
 
     doc.heading("Hyperparameters (Fig. 4 and 5 of the paper)")
-    hyper_path = figures / "hyperparameters.png"
-    hyperparameter_plots(rows, variants, config.space, metric, direction, hyper_path)
-    doc.figure(hyper_path, f"Test {metric} of every completed trial against each searched hyperparameter.")
+    if any_complete and config.space.searched:
+        hyper_path = figures / "hyperparameters.png"
+        hyperparameter_plots(rows, variants, config.space, metric, direction, hyper_path)
+        doc.figure(hyper_path, f"Test {metric} of every completed trial against each searched hyperparameter.")
     if any(importances.values()):
         importance_path = figures / "importance.png"
         importance_plot(importances, parameters, importance_path)
         doc.figure(importance_path, "fANOVA importance per variant (Optuna's FanovaImportanceEvaluator on the "
                                     "log10 parameters, target: test metric).")
-    doc.table(["variant"] + [f"`{p}`" for p in parameters],
-              [[name] + ([values.get(p) for p in parameters] if values else
-                         [f"fewer than {analysis.MIN_TRIALS_FOR_FANOVA} trials"] + [""] * (len(parameters) - 1))
-               for name, values in importances.items()])
+    if parameters:
+        doc.table(["fANOVA importance"] + [f"`{p}`" for p in parameters],
+                  [[name] + ([values.get(p) for p in parameters] if values else
+                             [f"fewer than {analysis.MIN_TRIALS_FOR_FANOVA} completed trials"]
+                             + [""] * (len(parameters) - 1))
+                   for name, values in importances.items()])
 
     doc.heading("Cost: parameters and training time")
     doc.table(["variant", "parameters (median)", "min", "max", "epochs (median)", "s/epoch (median)",
