@@ -65,6 +65,66 @@ def test_whole_model_gradient_matches_finite_differences(case):
     np.testing.assert_allclose(d_x, numerical_gradient(loss, x), rtol=1e-5, atol=1e-8)
 
 
+class ElmanCell(lstmcore.Variant):
+    """A plugin-style variant written in NumPy with a single state: ``h_t = tanh(W x_t + R h_{t-1} + b)``."""
+
+    name = "test-elman"
+    state_names = ("h",)
+
+    def parameter_shapes(self, input_size, hidden_size):
+        return {"W": (hidden_size, input_size), "R": (hidden_size, hidden_size), "b": (hidden_size,)}
+
+    def forward(self, params, x, state, lengths, reverse, out):
+        assert not reverse
+        T, B, _ = x.shape
+        live = np.arange(T)[:, None] < (np.full(B, T) if lengths is None else lengths)[None, :]
+        hs = [state[0]]
+        for t in range(T):
+            new = np.tanh(x[t] @ params["W"].T + hs[-1] @ params["R"].T + params["b"])
+            out[t] = np.where(live[t, :, None], new, 0.0)
+            hs.append(np.where(live[t, :, None], new, hs[-1]))
+        return (hs[-1],), (x, hs, live)
+
+    def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
+        x, hs, live = cache
+        grads = {name: np.zeros_like(value) for name, value in params.items()}
+        d_h = d_state[0].copy()
+        if not accumulate_dx:
+            d_x[...] = 0.0
+        for t in reversed(range(x.shape[0])):
+            mask = live[t, :, None]
+            d_pre = (d_h + d_out[t]) * mask * (1.0 - hs[t + 1] ** 2)
+            grads["W"] += d_pre.T @ x[t]
+            grads["R"] += d_pre.T @ hs[t]
+            grads["b"] += d_pre.sum(axis=0)
+            d_x[t] += d_pre @ params["W"]
+            d_h = d_h * ~mask + d_pre @ params["R"]
+        return (d_h,), grads
+
+
+@pytest.mark.parametrize("per_step", [True, False])
+def test_a_plugin_variant_with_one_state_trains_end_to_end(per_step):
+    """Any variant, not only the compiled family: gradients through a NumPy cell with state (h,), then a fit."""
+    rng = np.random.default_rng(2)
+    model = SequenceModel(3, 4, 2, variant=ElmanCell(), num_layers=2, output="softmax", per_step=per_step, seed=0,
+                          dtype=np.float64)
+    x, lengths = rng.normal(size=(3, 5, 3)), [5, 2, 4]
+    y = rng.integers(0, 2, size=(3, 5) if per_step else (3,))
+    model.loss_and_gradients(x, y, lengths)
+    grads = {name: g.copy() for name, g in model.grads.items()}
+
+    def loss():
+        total, count = model.loss_value(x, y, lengths)
+        return total / count
+
+    for name, value in model.params.items():
+        np.testing.assert_allclose(grads[name], numerical_gradient(loss, value), rtol=1e-5, atol=1e-8, err_msg=name)
+    mask = step_mask(lengths, 5, np.float64)
+    split = Split(x * mask[..., None], np.where(mask > 0, y, 0) if per_step else y, np.array(lengths))
+    result = fit(model, split, split, optimizer="adam", learning_rate=0.05, batch_size=3, max_epochs=20, seed=0)
+    assert result.status == "completed" and result.best_valid < 0.5 * math.log(2)     # chance: log 2
+
+
 def test_last_step_reads_each_sequences_last_real_step():
     """Padding past a length changes nothing: the readout sees the state at the last real step."""
     rng = np.random.default_rng(0)
