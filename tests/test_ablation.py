@@ -274,3 +274,11 @@ def test_report_of_a_study_without_completed_trials(tmp_path):
     text = render_report(config, rows, tmp_path).read_text()
     assert "No trial has completed yet." in text and "| peephole (baseline) | 0 | 2 (diverged: 2) |" in text
     assert not (tmp_path / "figures" / "boxplots.png").exists()
+
+
+def test_momentum_leaves_the_space_with_adam_and_is_refused_if_asked_for():
+    config = StudyConfig.from_tables({"study": {"variants": "vanilla"}, "training": {"optimizer": "adam"}})
+    assert "momentum" not in config.space.dimensions and "nesterov" not in config.training
+    with pytest.raises(ConfigError, match="apply to optimizer = \"sgd\" only"):
+        StudyConfig.from_tables({"study": {"variants": "vanilla"}, "training": {"optimizer": "adam"},
+                                 "space": {"momentum": 0.9}})

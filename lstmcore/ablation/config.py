@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from lstmcore.ablation.space import SearchSpace
 
 TRAINING_KEYS = {"optimizer", "nesterov", "batch_size", "max_epochs", "patience", "time_budget", "clip_norm",
-                 "learning_rate", "momentum", "input_noise"}
+                 "learning_rate", "momentum", "input_noise", "loss_normalization", "eval_batch_size"}
 MODEL_KEYS = {"num_layers", "bidirectional", "dtype"}
 STUDY_KEYS = {"variants", "dataset", "trials", "seed", "independent", "baseline", "name"}
 TABLES = {"study", "dataset", "training", "model", "space"}
@@ -145,6 +145,16 @@ class StudyConfig:
         for name in list(space.dimensions):
             if name in training:
                 space = SearchSpace({k: v for k, v in space.dimensions.items() if k != name})
+        if training.get("optimizer", "sgd") != "sgd":
+            # momentum and nesterov are SGD's: drop the defaults, refuse them when asked for explicitly
+            asked = {name for layer in layers for name in layer.get("training", {})} | \
+                    {name for layer in layers for name in layer.get("space", {})}
+            clash = sorted(asked & {"momentum", "nesterov"})
+            if clash:
+                raise ConfigError(f"{', '.join(clash)} apply to optimizer = \"sgd\" only, not "
+                                  f"{training['optimizer']!r}; remove them from the configuration")
+            training.pop("nesterov", None)
+            space = SearchSpace({k: v for k, v in space.dimensions.items() if k != "momentum"})
         return cls(
             variants=resolve_variants(study.get("variants", "odyssey")),
             dataset=str(study.get("dataset", "adding")),
