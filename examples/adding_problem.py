@@ -8,8 +8,6 @@ import json
 import os
 import time
 
-import numpy as np
-
 from lstmcore.datasets import adding_problem
 from lstmcore.training import SequenceModel, evaluate, fit
 
@@ -62,9 +60,10 @@ def main(argv=None):
                "test_mse": test_mse, "solved": test_mse < SOLVED_MSE, "baseline_mse": BASELINE_MSE,
                "train_seconds": train_time, "threads": os.environ.get("OPENBLAS_NUM_THREADS"),
                "hyperparameters": vars(args)}
+    reached = "never" if first_solved is None else f"first after {first_solved} updates"
     print(f"{args.variant}: {result.status} ({result.reason}); test MSE {test_mse:.5f} (baseline "
-          f"{BASELINE_MSE:.4f}) at the best epoch ({updates} updates); valid MSE first below {SOLVED_MSE} after "
-          f"{first_solved} updates; {'solved' if summary['solved'] else 'not solved'}; {train_time:.1f} s", flush=True)
+          f"{BASELINE_MSE:.4f}) at the best epoch ({updates} updates); valid MSE below {SOLVED_MSE}: {reached}; "
+          f"{'solved' if summary['solved'] else 'not solved'}; {train_time:.1f} s", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({**summary, "history": result.history}, handle, indent=1)

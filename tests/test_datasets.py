@@ -8,9 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstmcore.datasets import (Dataset, Split, adding_problem, copy_task, from_sequences, load_dataset,
-                               load_jsb_chorales, temporal_order)
-from lstmcore.datasets import jsb
+from lstmcore.datasets import (
+    Dataset,
+    Split,
+    adding_problem,
+    copy_task,
+    from_sequences,
+    jsb,
+    load_dataset,
+    load_jsb_chorales,
+    temporal_order,
+)
 from lstmcore.training import SequenceModel, evaluate
 
 SHARED_JSB = Path(__file__).resolve().parents[2] / "shared" / "data" / "jsb-chorales"

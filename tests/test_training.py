@@ -8,9 +8,22 @@ import pytest
 import lstmcore
 from lstmcore.datasets import Split, adding_problem
 from lstmcore.testing import numerical_gradient
-from lstmcore.training import (SGD, Adam, BernoulliNLL, CheckpointError, MeanSquaredError, SequenceModel,
-                               SoftmaxCrossEntropy, accuracy, clip_by_global_norm, evaluate, fit, load_checkpoint,
-                               save_checkpoint, step_mask)
+from lstmcore.training import (
+    SGD,
+    Adam,
+    BernoulliNLL,
+    CheckpointError,
+    MeanSquaredError,
+    SequenceModel,
+    SoftmaxCrossEntropy,
+    accuracy,
+    clip_by_global_norm,
+    evaluate,
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+    step_mask,
+)
 
 
 def random_targets(rng, output, shape, K):
@@ -202,8 +215,7 @@ def test_masked_loss_matches_direct_numpy(loss_class):
     assert total == pytest.approx(expected_total, rel=1e-12)
     assert not d_logits[mask == 0].any()
     for b, t in [(0, 5), (1, 1), (3, 0)]:          # the gradient at a real step, by central differences
-        def step_loss(a):
-            sub_y = y[b:b + 1, t:t + 1]
+        def step_loss(a, sub_y=y[b:b + 1, t:t + 1]):
             return loss(a.reshape(1, 1, K), sub_y)[0]
         a = logits[b, t].copy()
         numeric = [(step_loss(a + e) - step_loss(a - e)) / 2e-6 for e in np.eye(K) * 1e-6]
@@ -334,7 +346,7 @@ def adding():
 
 
 def small_model(data, **kwargs):
-    options = dict(variant="peephole", output=data.output, per_step=data.per_step, seed=0)
+    options = {"variant": "peephole", "output": data.output, "per_step": data.per_step, "seed": 0}
     options.update(kwargs)
     return SequenceModel(data.n_inputs, 8, data.n_outputs, **options)
 

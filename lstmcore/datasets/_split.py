@@ -54,7 +54,7 @@ class Split:
         """The number of real (unpadded) time steps."""
         return int(self.lengths.sum())
 
-    def subset(self, indices) -> "Split":
+    def subset(self, indices) -> Split:
         """The sequences at ``indices``, trimmed to their longest length."""
         indices = np.asarray(indices)
         lengths = self.lengths[indices]

@@ -90,10 +90,10 @@ def download_jsb_chorales(target_dir=None, url: str = DOWNLOAD_URL, timeout: flo
 class _PlainDataUnpickler(pickle.Unpickler):
     """Loads only plain containers and numbers (and NumPy arrays): a data file must not run code."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    _ALLOWED = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                 ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
                 ("numpy", "ndarray"), ("numpy", "dtype"), ("builtins", "set"), ("builtins", "frozenset"),
-                ("__builtin__", "set"), ("__builtin__", "frozenset")}
+                ("__builtin__", "set"), ("__builtin__", "frozenset")})
 
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:

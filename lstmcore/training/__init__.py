@@ -15,8 +15,15 @@ from __future__ import annotations
 
 from lstmcore.training.checkpoint import CheckpointError, checkpoint_metadata, load_checkpoint, save_checkpoint
 from lstmcore.training.fit import STATUSES, FitResult, ProgressBar, accuracy, evaluate, fit
-from lstmcore.training.losses import (BernoulliNLL, Loss, MeanSquaredError, SoftmaxCrossEntropy, loss_for_output,
-                                      masked_total, step_mask)
+from lstmcore.training.losses import (
+                                      BernoulliNLL,
+                                      Loss,
+                                      MeanSquaredError,
+                                      SoftmaxCrossEntropy,
+                                      loss_for_output,
+                                      masked_total,
+                                      step_mask,
+)
 from lstmcore.training.model import NonFiniteError, SequenceModel
 from lstmcore.training.optimizers import SGD, Adam, Optimizer, clip_by_global_norm, global_norm, make_optimizer
 

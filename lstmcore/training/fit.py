@@ -6,8 +6,8 @@ import math
 import numbers
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -236,8 +236,8 @@ def fit(model: SequenceModel, train: Split, valid: Split | None = None, *, optim
         if bar is not None:
             bar.close(f"loss {train_loss:.4f}" + (f" valid {valid_loss:.4f}" if valid_loss is not None else ""))
         if not math.isfinite(score):
-            status, reason = "diverged", f"the {'validation' if valid is not None else 'training'} loss became " \
-                                         f"{score} at epoch {epoch}"
+            which = "validation" if valid is not None else "training"
+            status, reason = "diverged", f"the {which} loss became {score} at epoch {epoch}"
             break
         if score < best_valid:
             best_weights, best_epoch, best_valid, since_best = _snapshot(model), epoch, score, 0
