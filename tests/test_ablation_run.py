@@ -162,3 +162,34 @@ def test_cli_errors_and_report_command(tmp_path):
     missing = _cli("report", str(tmp_path / "nothing"), cwd=tmp_path)
     _, stderr = missing.communicate(timeout=60)
     assert missing.returncode == 2 and "not a study directory" in stderr
+
+
+USER_DATASET = '''
+import numpy as np
+from lstmcore.datasets import from_sequences
+
+
+def running_sum(n=60, seed=0):
+    """A user dataset: predict the running sum of a random walk's steps."""
+    rng = np.random.default_rng(seed)
+    xs = [rng.normal(size=(int(rng.integers(3, 9)), 1)) for _ in range(n)]
+    return from_sequences(xs, [np.cumsum(x, axis=0) for x in xs], output="linear", seed=seed, name="running_sum")
+'''
+
+
+def test_user_dataset_and_an_rdb_storage_url(tmp_path, monkeypatch):
+    (tmp_path / "my_sequences.py").write_text(USER_DATASET)
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers get the parent's sys.path
+    config = StudyConfig.from_tables(TINY, {"study": {"dataset": "my_sequences:running_sum"},
+                                            "dataset": {"n": 40, "seed": 1}})
+    assert config.dataset_options == {"n": 40, "seed": 1}  # TINY's adding-problem options are dropped
+    url = f"sqlite:///{tmp_path / 'trials.db'}"
+    summary = run_study(config, tmp_path / "study", jobs=1, blas_threads=1, quiet=True, storage=url)
+    assert summary.completed == 4, trial_rows(load_study(tmp_path / "study"))
+    assert (tmp_path / "trials.db").exists() and not (tmp_path / "study" / "study.journal").exists()
+    rows = trial_rows(load_study(tmp_path / "study"))  # study.json remembers the storage URL
+    assert {r["metric"] for r in rows} == {"mse"} and all(r["test"] > 0 for r in rows)
+    from lstmcore.ablation.config import ConfigError
+
+    with pytest.raises(ConfigError, match="pass the same --storage"):
+        run_study(config, tmp_path / "study", jobs=1, quiet=True)

@@ -120,7 +120,8 @@ class StudyConfig:
     # -- building -----------------------------------------------------------------------------------------------------
     @classmethod
     def from_tables(cls, *layers: dict) -> "StudyConfig":
-        """Merge TOML-shaped tables, later ones winning key by key (``space`` dimension by dimension)."""
+        """Merge TOML-shaped tables, later ones winning key by key (``space`` dimension by dimension); a layer that
+        changes the dataset drops the dataset options of the layers before it."""
         merged = {"study": {}, "dataset": {}, "training": dict(DEFAULT_TRAINING), "model": dict(DEFAULT_MODEL),
                   "space": {}}
         for layer in layers:
@@ -131,6 +132,10 @@ class StudyConfig:
             for table, values in layer.items():
                 if not isinstance(values, dict):
                     raise ConfigError(f"[{table}] must be a table")
+            new_dataset = layer.get("study", {}).get("dataset")
+            if new_dataset is not None and new_dataset != merged["study"].get("dataset", new_dataset):
+                merged["dataset"] = {}  # the options of an earlier layer's dataset do not apply to another one
+            for table, values in layer.items():
                 merged[table].update(values)
         _check_keys("study", merged["study"], STUDY_KEYS)
         _check_keys("training", merged["training"], TRAINING_KEYS)
