@@ -193,3 +193,16 @@ def test_user_dataset_and_an_rdb_storage_url(tmp_path, monkeypatch):
 
     with pytest.raises(ConfigError, match="pass the same --storage"):
         run_study(config, tmp_path / "study", jobs=1, quiet=True)
+
+
+def test_a_worker_process_that_dies_is_recorded_and_the_pool_restarts(tmp_path, monkeypatch):
+    (tmp_path / "crashing_dataset.py").write_text("import os\n\ndef load():\n    os._exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = StudyConfig.from_tables(TINY, {"study": {"dataset": "crashing_dataset:load", "variants": "vanilla"}})
+    summary = run_study(config, tmp_path / "study", jobs=1, blas_threads=1, quiet=True)
+    rows = trial_rows(load_study(tmp_path / "study"))
+    # the second trial ran in a new pool after the first one's worker died
+    assert summary.ran == 2 and [r["status"] for r in rows] == ["worker-lost", "worker-lost"]
+    assert all("worker process died" in r["reason"] for r in rows)
+    # not a final failure: a re-run tries them again
+    assert run_study(config, tmp_path / "study", jobs=1, blas_threads=1, quiet=True).ran == 2
