@@ -136,7 +136,8 @@ def test_sigkill_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path):
     assert (out / "report" / "report.md").exists() and (out / "report" / "report.html").exists()
 
 
-def test_sigint_stops_cleanly_and_records_the_running_trial(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_sigint_or_sigterm_stops_cleanly_and_records_the_running_trial(tmp_path, signum):
     out = tmp_path / "study"
     process = _cli(*SLOW_TRIALS, "--out", str(out), cwd=tmp_path)
     deadline = time.monotonic() + 60
@@ -147,7 +148,7 @@ def test_sigint_stops_cleanly_and_records_the_running_trial(tmp_path):
                 break
         except Exception:
             continue
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "Run the same command again to resume" in stderr

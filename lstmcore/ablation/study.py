@@ -76,6 +76,7 @@ class Coordinator:
         self.run_id = uuid.uuid4().hex
         self.host = socket.gethostname()
         self.stale_after = stale_after
+        self.claimed: dict[int, object] = {}  # trial number -> optuna.Trial, claimed by this run and not recorded
         self._last_heartbeat = 0.0
         self.heartbeat()
 
@@ -141,10 +142,12 @@ class Coordinator:
         TrialState = self.optuna.trial.TrialState
         while self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             trial = self.study.ask()
+            self.claimed[trial.number] = trial  # from here on, an interrupt records it (see interrupt_claimed)
             key = trial.user_attrs.get("key")
             if key is None:  # another coordinator took the last waiting trial between our check and our ask
                 trial.set_user_attr("status", "unplanned")
                 self.study.tell(trial, state=TrialState.FAIL)
+                del self.claimed[trial.number]
                 continue
             trial.set_user_attr("owner", {"run_id": self.run_id, "host": self.host, "pid": os.getpid()})
             planned = planned_trial(self.config, trial.user_attrs["variant"], int(trial.user_attrs["index"]))
@@ -169,10 +172,23 @@ class Coordinator:
             self.study.tell(trial, result["valid"])
         else:
             self.study.tell(trial, state=TrialState.FAIL)
+        self.claimed.pop(trial.number, None)
         row = {k: result.get(k) for k in fields}
         row.update(key=trial.user_attrs["key"], variant=trial.user_attrs["variant"],
                    index=trial.user_attrs["index"])
         return row
+
+    def interrupt_claimed(self) -> int:
+        """Record every trial this run claimed and did not finish as FAIL/interrupted; return how many."""
+        count = 0
+        for trial in list(self.claimed.values()):
+            trial.set_user_attr("state", "FAIL")
+            trial.set_user_attr("status", "interrupted")
+            trial.set_user_attr("reason", "the study was interrupted (re-run on resume)")
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            count += 1
+        self.claimed.clear()
+        return count
 
     def rows(self) -> list[dict]:
         return trial_rows(self.study)
@@ -223,14 +239,10 @@ def run_study(config: StudyConfig, out_dir, *, jobs: int | None = None, dask=Non
             coordinator.heartbeat(force=False)
             progress.draw()
     except KeyboardInterrupt:
-        for trial in in_flight.values():
-            trial.set_user_attr("state", "FAIL")
-            trial.set_user_attr("status", "interrupted")
-            trial.set_user_attr("reason", "the study was interrupted (re-run on resume)")
-            coordinator.study.tell(trial, state=coordinator.optuna.trial.TrialState.FAIL)
         executor.close(cancel=True)
+        interrupted = coordinator.interrupt_claimed()  # in flight, or claimed and not yet sent to a worker
         progress.close()
-        raise StudyInterrupted(f"study interrupted; {len(in_flight)} trial(s) in progress recorded as interrupted. "
+        raise StudyInterrupted(f"study interrupted; {interrupted} trial(s) in progress recorded as interrupted. "
                                f"Run the same command again to resume.") from None
     executor.close()
     progress.close()
