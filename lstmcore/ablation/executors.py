@@ -138,5 +138,5 @@ class DaskExecutor:
         if cancel and self._submitted:
             self.client.cancel(list(self._submitted))
         self._submitted.clear()
-        if self._owns_client:
+        if self._owns_client and self.client.status != "closed":
             self.client.close()

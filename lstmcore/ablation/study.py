@@ -244,7 +244,8 @@ def run_study(config: StudyConfig, out_dir, *, jobs: int | None = None, dask=Non
         progress.close()
         raise StudyInterrupted(f"study interrupted; {interrupted} trial(s) in progress recorded as interrupted. "
                                f"Run the same command again to resume.") from None
-    executor.close()
+    finally:
+        executor.close(cancel=True)  # after an unexpected error too: no worker outlives the coordinator
     progress.close()
     rows = coordinator.rows()
     return RunSummary(out_dir=str(out_dir), completed=sum(r["state"] == "COMPLETE" for r in rows),
