@@ -183,6 +183,123 @@ def test_axpy_length_mismatch():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# small_gemm: the packed single-thread kernel of the per-step recurrence, on each of its vector paths
+
+# Sizes around every panel width of every path (2W = 32/16 floats, 16/8 doubles, then W, W/2, W/4 tails and single
+# columns read from B), M = 1..5 (the row remainders of the 4-row blocks) and a few batches.
+GEMM_M = [1, 2, 3, 4, 5, 8, 16, 17, 32]
+GEMM_N = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 47, 48, 63, 64, 100, 148, 400]
+GEMM_K = [1, 2, 3, 5, 37, 128]
+
+# Run in a fresh interpreter under each LSTMCORE_SIMD (the path is chosen once per process), and in this one.
+SIMD_SCRIPT = r"""
+import numpy as np
+import lstmcore
+from lstmcore._kernels import _blas
+
+
+def run_small_gemm_paths(GEMM_M, GEMM_N, GEMM_K):
+    res = {"path": np.array(_blas.small_gemm_simd())}
+    for dtype, spec in ((np.float32, "float"), (np.float64, "double")):
+        worst = 0.0
+        for M in GEMM_M:
+            for N in GEMM_N:
+                for K in GEMM_K:
+                    rng = np.random.default_rng([M, N, K])
+                    A, Bm, C0 = (rng.standard_normal(s).astype(dtype) for s in ((M, K), (K, N), (M, N)))
+                    ref = C0.astype(np.float64) + A.astype(np.float64) @ Bm.astype(np.float64)
+                    scale = np.abs(C0) + np.abs(A).astype(np.float64) @ np.abs(Bm).astype(np.float64)
+                    for b_transposed in (False, True):
+                        C = C0.copy()
+                        _blas.small_gemm_py[spec](A, np.ascontiguousarray(Bm.T) if b_transposed else Bm, C,
+                                                  b_transposed)
+                        worst = max(worst, float((np.abs(C - ref) / scale).max()))
+        res[f"gemm_err_{spec}"] = np.array(worst)
+    for variant, I, H, B in (("vanilla", 7, 100, 1), ("vanilla", 5, 37, 5), ("fgr", 4, 13, 3),
+                             ("peephole", 9, 128, 16), ("coupled", 3, 33, 32)):
+        for dtype in (np.float32, np.float64):
+            rng = np.random.default_rng(H)
+            x, d_y = rng.standard_normal((6, B, I)).astype(dtype), rng.standard_normal((6, B, H)).astype(dtype)
+            layer = lstmcore.LSTM(I, H, variant=variant, dtype=dtype, seed=1)
+            out, state = layer(x)
+            dx = layer.backward(d_y)
+            key = f"{variant}_{H}_{np.dtype(dtype).name}"
+            res[key + "_out"], res[key + "_dx"] = out, dx
+            for i, s in enumerate(state):
+                res[f"{key}_state{i}"] = s
+            for name, g in layer.grads.items():
+                res[f"{key}_grad_{name}"] = g
+    return res
+"""
+
+
+def _simd_results_here():
+    namespace = {}
+    exec(SIMD_SCRIPT, namespace)
+    return namespace["run_small_gemm_paths"](GEMM_M, GEMM_N, GEMM_K)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b_transposed", [False, True])
+def test_small_gemm(dtype, b_transposed):
+    spec = SPEC[dtype]
+    for M in (1, 2, 3, 4, 5, 16):
+        for N in (1, 5, 16, 33, 100, 400):
+            for K in (1, 3, 64):
+                A, Bm, C = rand((M, K), dtype, 1), rand((K, N), dtype, 2), rand((M, N), dtype, 3)
+                expected = C.astype(np.float64) + A.astype(np.float64) @ Bm.astype(np.float64)
+                _blas.small_gemm_py[spec](A, np.ascontiguousarray(Bm.T) if b_transposed else Bm, C, b_transposed)
+                np.testing.assert_allclose(C, expected, rtol=TOL[dtype] * 10, atol=TOL[dtype] * K,
+                                           err_msg=f"M={M} N={N} K={K}")
+
+
+def test_small_gemm_shape_mismatch():
+    with pytest.raises(ValueError):
+        _blas.small_gemm_py["double"](np.zeros((2, 3)), np.zeros((4, 5)), np.zeros((2, 5)))
+
+
+def test_small_gemm_simd_names_a_path():
+    assert _blas.small_gemm_simd() in ("avx512", "avx2", "generic")
+
+
+@pytest.fixture(scope="module")
+def simd_here():
+    return _simd_results_here()
+
+
+@pytest.mark.parametrize("path", ["generic", "avx2", "avx512"])
+def test_small_gemm_and_layers_on_every_simd_path(path, simd_here, tmp_path):
+    """LSTMCORE_SIMD forces a vector path of the small GEMM; each one (that this CPU has) matches NumPy on the GEMM
+    grid, and whole layers (forward and BPTT, both dtypes, several variants and sizes) agree with this process's."""
+    import os
+    import subprocess
+    import sys
+    out = tmp_path / "res.npz"
+    code = SIMD_SCRIPT + (f"\nres = run_small_gemm_paths({GEMM_M!r}, {GEMM_N!r}, {GEMM_K!r})"
+                          f"\nnp.savez({str(out)!r}, **res)\n")
+    # cwd="/": the repository root holds the uncompiled sources, which would shadow the installed package
+    subprocess.run([sys.executable, "-c", code], cwd="/", env=dict(os.environ, LSTMCORE_SIMD=path), check=True,
+                   timeout=300)
+    res = dict(np.load(out))
+    got = str(res.pop("path"))
+    if path == "generic":
+        assert got == "generic"
+    elif got != path:
+        assert (got, path) in (("generic", "avx2"), ("generic", "avx512"), ("avx2", "avx512"))
+        pytest.skip(f"this CPU has no {path} path (ran {got})")
+    assert res.pop("gemm_err_float") < 1e-5
+    assert res.pop("gemm_err_double") < 1e-13
+    ref = dict(simd_here)
+    del ref["path"], ref["gemm_err_float"], ref["gemm_err_double"]
+    assert sorted(res) == sorted(ref)
+    for key, value in res.items():
+        if key.endswith("float32") or "_float32_" in key:
+            np.testing.assert_allclose(value, ref[key], rtol=2e-4, atol=2e-5, err_msg=key)
+        else:
+            np.testing.assert_allclose(value, ref[key], rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # activations
 
 def formula(name, x, alpha=0.2, beta=0.5):

@@ -67,6 +67,12 @@ def axpy_py(double alpha, const floating[::1] x, floating[::1] y):
         axpy(<int> x.shape[0], <floating> alpha, &x[0], 1, &y[0], 1)
 
 
+def small_gemm_simd():
+    """The vector path of ``small_gemm`` in this process: 'avx512', 'avx2' or 'generic' (the best the CPU has, capped by
+    the environment variable ``LSTMCORE_SIMD``, read once at the first use)."""
+    return lc_small_gemm_simd_name().decode()
+
+
 def small_gemm_py(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C, bint b_transposed=False):
     """Python twin of ``small_gemm`` for tests: ``C += A @ B`` (or ``A @ B.T`` with ``b_transposed``) in place."""
     cdef Py_ssize_t M = A.shape[0], K = A.shape[1]
