@@ -188,12 +188,25 @@ def test_welch_statistics_match_scipy_directly():
     a = np.array([r["test"] for r in rows if r["variant"] == "nfg"])
     b = np.array([r["test"] for r in rows if r["variant"] == "peephole"])
     expected = stats.ttest_ind(a, b, equal_var=False)
-    (welch,) = [c for c in analysis.compare(rows, ["peephole", "nfg"], "peephole", "minimize", paired=False)
-                if c.trials == "all"]
+    comparisons = analysis.compare(rows, ["peephole", "nfg"], "peephole", "minimize", paired=False)
+    assert {c.test for c in comparisons} == {"welch", "mann-whitney"}  # no paired tests in the independent design
+    (welch,) = [c for c in comparisons if c.trials == "all" and c.test == "welch"]
     assert welch.statistic == pytest.approx(expected.statistic)
     assert welch.p_value == pytest.approx(expected.pvalue)
     assert welch.p_adjusted == pytest.approx(expected.pvalue)  # one comparison: Holm changes nothing
     assert welch.mean_difference == pytest.approx(a.mean() - b.mean())
+
+
+def test_rank_tests_resist_a_far_off_trial_that_swamps_the_t_tests():
+    rows = _table({"peephole": 0.0, "noaf": 0.3}, n=24)
+    blown_up = next(r for r in rows if r["variant"] == "noaf" and r["index"] == 0)
+    blown_up["test"] = 1e4  # an unbounded output that grew huge without overflowing
+    found = {(c.test, c.trials): c for c in analysis.compare(rows, ["peephole", "noaf"], "peephole", "minimize",
+                                                              paired=True)}
+    assert found[("paired", "all")].verdict == "not significant"  # the outlier's variance hides the shift
+    assert found[("wilcoxon", "all")].verdict == "worse" and found[("wilcoxon", "all")].p_adjusted < 1e-3
+    assert found[("wilcoxon", "all")].median_difference == pytest.approx(0.3, abs=0.05)
+    assert found[("mann-whitney", "all")].n_variant == 24
 
 
 def test_top_ten_percent_by_validation():
@@ -221,6 +234,7 @@ def test_report_from_a_trials_table(tmp_path):
     report = render_report(config, rows, tmp_path)
     text = report.read_text()
     assert "Welch" in text and "Holm-Bonferroni" in text
+    assert "| nfg | all | wilcoxon |" in text and "| nfg | all | mann-whitney |" in text
     nfg_paired = [line for line in text.splitlines() if line.startswith("| nfg | all | paired")]
     assert len(nfg_paired) == 1 and "**worse**" in nfg_paired[0]
     vanilla_paired = [line for line in text.splitlines() if line.startswith("| vanilla | all | paired")]
@@ -237,6 +251,7 @@ def test_report_from_a_trials_table(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["correction"] == "Holm-Bonferroni"
     assert {c["variant"] for c in summary["comparisons"]} == {"nfg", "vanilla"}
+    assert {c["test"] for c in summary["comparisons"]} == {"welch", "paired", "mann-whitney", "wilcoxon"}
     assert len(json.loads((tmp_path / "trials.json").read_text())) == len(rows)
 
 

@@ -3,8 +3,9 @@
 - Per variant: the test metric of every completed trial, and of the best 10 % by validation (at least 2 trials, so a
   test is possible), as in Greff et al. (2017), Fig. 3.
 - Each variant against the baseline: Welch's t-test (unequal variances) with the mean difference (variant - baseline)
-  and its 95 % confidence interval (Welch-Satterthwaite degrees of freedom); in the paired design also the paired
-  t-test on the trial indices both variants completed. p-values are adjusted for the number of comparisons by
+  and its 95 % confidence interval (Welch-Satterthwaite degrees of freedom), and Mann-Whitney's U test (ranks); in
+  the paired design also the paired t-test and Wilcoxon's signed-rank test on the trial indices both variants
+  completed. p-values are adjusted for the number of comparisons by
   Holm's step-down method (family: the variants tested against the baseline, for one trial set and one test); a
   difference is significant when the adjusted p-value is below ``alpha`` (0.05).
 - Hyperparameter importance by fANOVA (Optuna's ``FanovaImportanceEvaluator``) on the stored parameters, which are the
@@ -68,7 +69,8 @@ class Comparison:
     p_value: float
     p_adjusted: float = float("nan")
     significant: bool = False
-    verdict: str = "not significant"   # "better", "worse" or "not significant"
+    verdict: str = "not significant"   # "better", "worse", "not significant" or "not tested (...)"
+    median_difference: float = float("nan")  # of the differences for paired tests
 
 
 def _welch(a: np.ndarray, b: np.ndarray, confidence: float):
@@ -91,8 +93,42 @@ def _paired(a: np.ndarray, b: np.ndarray, confidence: float):
     return float(result.statistic), float(result.df), float(result.pvalue), float(ci.low), float(ci.high)
 
 
+def _mann_whitney(a: np.ndarray, b: np.ndarray, confidence: float):
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2 or (np.ptp(np.concatenate([a, b])) == 0):
+        return None
+    result = stats.mannwhitneyu(a, b, alternative="two-sided")
+    nan = float("nan")
+    return float(result.statistic), nan, float(result.pvalue), nan, nan
+
+
+def _wilcoxon(a: np.ndarray, b: np.ndarray, confidence: float):
+    from scipy import stats
+
+    if len(a) < 2 or not np.any(a - b):
+        return None
+    result = stats.wilcoxon(a, b)
+    nan = float("nan")
+    return float(result.statistic), nan, float(result.pvalue), nan, nan
+
+
+#: test name -> (function, paired?, trial sets it runs on)
+TESTS = {
+    "welch": (_welch, False, ("all", "top10")),
+    "paired": (_paired, True, ("all",)),
+    "mann-whitney": (_mann_whitney, False, ("all",)),
+    "wilcoxon": (_wilcoxon, True, ("all",)),
+}
+
+
 def compare(rows, variants, baseline: str, direction: str, paired: bool, alpha: float = ALPHA) -> list[Comparison]:
-    """Every variant against the baseline: Welch on all trials and on the top 10 %, and paired (paired design)."""
+    """Every variant against the baseline.
+
+    Welch's t-test on all trials and on the best 10 %; Mann-Whitney's U on all trials (a rank test: a few trials far
+    off, e.g. an unbounded output that blew up without overflowing, do not swamp it as they do a t-test); in the
+    paired design also the paired t-test and Wilcoxon's signed-rank test on the trial indices both completed.
+    """
     confidence = 1 - alpha
     base_all = completed(rows, baseline)
     families: dict[tuple[str, str], list[Comparison]] = {}
@@ -100,23 +136,29 @@ def compare(rows, variants, baseline: str, direction: str, paired: bool, alpha: 
         if variant == baseline:
             continue
         mine = completed(rows, variant)
-        sets = {"all": (mine, base_all),
-                "top10": (top_by_validation(mine, direction), top_by_validation(base_all, direction))}
-        for label, (a_rows, b_rows) in sets.items():
-            a = np.array([r["test"] for r in a_rows], float)
-            b = np.array([r["test"] for r in b_rows], float)
-            stats_ = _welch(a, b, confidence)
-            diff = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
-            families.setdefault((label, "welch"), []).append(
-                _comparison(variant, baseline, label, "welch", len(a), len(b), diff, stats_))
-        if paired:
-            by_index = {r["index"]: r["test"] for r in base_all}
-            pairs = [(r["test"], by_index[r["index"]]) for r in mine if r["index"] in by_index]
-            a = np.array([p[0] for p in pairs], float)
-            b = np.array([p[1] for p in pairs], float)
-            diff = float((a - b).mean()) if len(a) else float("nan")
-            families.setdefault(("all", "paired"), []).append(
-                _comparison(variant, baseline, "all", "paired", len(a), len(b), diff, _paired(a, b, confidence)))
+        samples = {
+            ("all", False): (mine, base_all),
+            ("top10", False): (top_by_validation(mine, direction), top_by_validation(base_all, direction)),
+        }
+        by_index = {r["index"]: r for r in base_all}
+        samples[("all", True)] = ([r for r in mine if r["index"] in by_index],
+                                  [by_index[r["index"]] for r in mine if r["index"] in by_index])
+        for test, (function, needs_pairs, trial_sets) in TESTS.items():
+            if needs_pairs and not paired:
+                continue
+            for label in trial_sets:
+                a_rows, b_rows = samples[(label, needs_pairs)]
+                a = np.array([r["test"] for r in a_rows], float)
+                b = np.array([r["test"] for r in b_rows], float)
+                if len(a) and len(b):
+                    mean_diff = float(a.mean() - b.mean())
+                    median_diff = float(np.median(a - b) if needs_pairs else np.median(a) - np.median(b))
+                else:
+                    mean_diff = median_diff = float("nan")
+                comparison = _comparison(variant, baseline, label, test, len(a), len(b), mean_diff,
+                                         function(a, b, confidence))
+                comparison.median_difference = median_diff
+                families.setdefault((label, test), []).append(comparison)
     out = []
     for family in families.values():
         for comparison, adjusted in zip(family, holm([c.p_value for c in family])):
@@ -125,8 +167,9 @@ def compare(rows, variants, baseline: str, direction: str, paired: bool, alpha: 
             if math.isnan(comparison.p_value):
                 comparison.verdict = "not tested (too few trials or no spread)"
             elif comparison.significant:
-                lower_is_better = direction == "minimize"
-                better = (comparison.mean_difference < 0) == lower_is_better
+                rank_test = comparison.test in ("mann-whitney", "wilcoxon")
+                difference = comparison.median_difference if rank_test else comparison.mean_difference
+                better = (difference < 0) == (direction == "minimize")
                 comparison.verdict = "better" if better else "worse"
             out.append(comparison)
     return out

@@ -327,18 +327,22 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
 
     doc.heading(f"Tests against the baseline `{baseline}`")
     headers = ["variant", "trials", "test", "n", "n baseline", "mean diff", f"{int(100 * (1 - alpha))} % CI",
-               "t", "df", "p", f"p ({CORRECTION_SHORT})", "verdict"]
+               "median diff", "statistic", "df", "p", f"p ({CORRECTION_SHORT})", "verdict"]
+    order = list(analysis.TESTS)
     table = []
-    for c in comparisons:
+    for c in sorted(comparisons, key=lambda c: (order.index(c.test), c.trials != "all", variants.index(c.variant))):
         verdict = f"**{c.verdict}**" if c.significant else c.verdict
         table.append([c.variant, "all" if c.trials == "all" else "best 10 %", c.test, c.n_variant, c.n_baseline,
-                      c.mean_difference, f"[{_cell(c.ci_low)}, {_cell(c.ci_high)}]", c.statistic, c.df,
-                      _p(c.p_value), _p(c.p_adjusted), verdict])
+                      c.mean_difference, f"[{_cell(c.ci_low)}, {_cell(c.ci_high)}]", c.median_difference,
+                      c.statistic, c.df, _p(c.p_value), _p(c.p_adjusted), verdict])
     doc.table(headers, table)
-    doc.paragraph("Mean diff = variant − baseline in test " + metric + ". Welch: unequal variances, "
-                  "Welch–Satterthwaite degrees of freedom. Paired: trials with the same index (the same "
-                  "hyperparameter setting) completed by both variants. Each family (one trial set, one test) is "
-                  f"corrected separately by {analysis.CORRECTION}.")
+    doc.paragraph("Differences are variant − baseline in test " + metric + " (for the paired tests, of the "
+                  "differences trial by trial). `welch`: Welch's t-test (unequal variances, Welch–Satterthwaite "
+                  "degrees of freedom; the paper's test), statistic t. `paired`: paired t-test on the trials with "
+                  "the same index (the same hyperparameter setting) completed by both. `mann-whitney` (U) and "
+                  "`wilcoxon` (signed-rank, paired): rank tests, which a few far-off trials cannot swamp; their "
+                  "verdict follows the median difference. Each family (one trial set, one test) is corrected "
+                  f"separately by {analysis.CORRECTION}.")
 
     doc.heading("Hyperparameters (Fig. 4 and 5 of the paper)")
     if any_complete and config.space.searched:
