@@ -143,7 +143,10 @@ def box_plots(rows, variants, baseline, direction, comparisons, metric, path: Pa
     import numpy as np
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(variants) * 2), 4.5), sharey=False)
+    if len(variants) <= 4:
+        fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.6 * len(variants)), 4.5))
+    else:  # one panel above the other, so that many variants stay readable
+        fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.1 * len(variants) + 1.5), 8.5))
     clipped = False
     for ax, (label, title) in zip(axes, [("all", "all trials"), ("top10", "best 10 % by validation")]):
         verdicts = _verdicts(comparisons, label)
@@ -179,6 +182,11 @@ def box_plots(rows, variants, baseline, direction, comparisons, metric, path: Pa
             low = min(v for d in data for v in d)
             ax.set_ylim(low - 0.05 * (upper - low), upper)
             clipped = True
+            for position, values in zip(positions, data):
+                above = sum(v > upper for v in values)
+                if above:
+                    ax.annotate(f"{above} above", (position, upper), ha="center", va="top", fontsize=7,
+                                color=WORSE_COLOR)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -313,10 +321,11 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
     if any_complete:
         box_path = figures / "boxplots.png"
         clipped = box_plots(rows, variants, baseline, direction, comparisons, metric, box_path)
-        doc.figure(box_path, f"Test {metric} per variant, all trials (left) and the best 10 % by validation (right). "
+        doc.figure(box_path, f"Test {metric} per variant, all trials (left or top) and the best 10 % by validation. "
                    f"Grey: baseline; red/green: significantly worse/better than the baseline (Welch, "
                    f"{analysis.CORRECTION}, adjusted p < {alpha}); blue: no significant difference."
-                   + (" The y axis is clipped at Q3 + 3 IQR; the CSV has every value." if clipped else ""))
+                   + (" The y axis is clipped at Q3 + 3 IQR (\"n above\": trials off the axis); the CSV has every "
+                      "value." if clipped else ""))
     else:
         doc.paragraph("No trial has completed yet.")
     doc.table(["variant", "completed", "failed", f"mean test {metric}", "std", "median", "best by valid",
