@@ -195,11 +195,23 @@ GEMM_K = [1, 2, 3, 5, 37, 128]
 SIMD_SCRIPT = r"""
 import numpy as np
 import lstmcore
-from lstmcore._kernels import _blas
+from lstmcore._kernels import _activations, _blas
 
 
 def run_small_gemm_paths(GEMM_M, GEMM_N, GEMM_K):
-    res = {"path": np.array(_blas.small_gemm_simd())}
+    res = {"path": np.array(_blas.simd_path())}
+    # the fast activations, on lengths around every vector width, over the whole range and at the saturation points
+    x = np.concatenate([np.linspace(-30, 30, 1001), [-1e30, -100, -88, -87, -0.625, -1e-30, 0, 1e-30, 0.625, 88, 1e30]])
+    for dtype, spec in ((np.float32, "float"), (np.float64, "double")):
+        for name, exact in (("sigmoid", lambda v: 1 / (1 + np.exp(-v))), ("tanh", np.tanh)):
+            worst = 0.0
+            for n in (1, 3, 4, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, len(x)):
+                v = np.ascontiguousarray(x[:n][::-1] if n % 2 else x[-n:], dtype=dtype)
+                with np.errstate(over="ignore"):
+                    expected = exact(v.astype(np.float64))
+                _activations._apply[spec](_activations.ACTIVATIONS[name], 0.2, 0.5, v)
+                worst = max(worst, float(np.abs(v - expected).max()))
+            res[f"act_err_{name}_{spec}"] = np.array(worst)
     for dtype, spec in ((np.float32, "float"), (np.float64, "double")):
         worst = 0.0
         for M in GEMM_M:
@@ -258,8 +270,8 @@ def test_small_gemm_shape_mismatch():
         _blas.small_gemm_py["double"](np.zeros((2, 3)), np.zeros((4, 5)), np.zeros((2, 5)))
 
 
-def test_small_gemm_simd_names_a_path():
-    assert _blas.small_gemm_simd() in ("avx512", "avx2", "generic")
+def test_simd_path_names_a_path():
+    assert _blas.simd_path() in ("avx512", "avx2", "generic")
 
 
 @pytest.fixture(scope="module")
@@ -269,8 +281,9 @@ def simd_here():
 
 @pytest.mark.parametrize("path", ["generic", "avx2", "avx512"])
 def test_small_gemm_and_layers_on_every_simd_path(path, simd_here, tmp_path):
-    """LSTMCORE_SIMD forces a vector path of the small GEMM; each one (that this CPU has) matches NumPy on the GEMM
-    grid, and whole layers (forward and BPTT, both dtypes, several variants and sizes) agree with this process's."""
+    """LSTMCORE_SIMD forces a vector path of the small GEMM and the fast activations; each one (that this CPU has)
+    matches NumPy on the GEMM grid and the activations, and whole layers (forward and BPTT, both dtypes, several
+    variants and sizes) agree with this process's."""
     import os
     import subprocess
     import sys
@@ -289,8 +302,10 @@ def test_small_gemm_and_layers_on_every_simd_path(path, simd_here, tmp_path):
         pytest.skip(f"this CPU has no {path} path (ran {got})")
     assert res.pop("gemm_err_float") < 1e-5
     assert res.pop("gemm_err_double") < 1e-13
-    ref = dict(simd_here)
-    del ref["path"], ref["gemm_err_float"], ref["gemm_err_double"]
+    for name in ("sigmoid", "tanh"):
+        assert res.pop(f"act_err_{name}_float") < 1e-6
+        assert res.pop(f"act_err_{name}_double") < 1e-14
+    ref = {k: v for k, v in simd_here.items() if k != "path" and "_err_" not in k}
     assert sorted(res) == sorted(ref)
     for key, value in res.items():
         if key.endswith("float32") or "_float32_" in key:

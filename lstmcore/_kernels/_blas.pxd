@@ -29,7 +29,7 @@ cdef extern from "lstmcore_smallgemm.h" nogil:
                          const double *packed, const double *B, Py_ssize_t sk, Py_ssize_t sn, double *C, Py_ssize_t ldc)
     void lc_small_gemm_f_pack(Py_ssize_t K, Py_ssize_t N, const float *B, Py_ssize_t sk, Py_ssize_t sn, float *packed)
     void lc_small_gemm_d_pack(Py_ssize_t K, Py_ssize_t N, const double *B, Py_ssize_t sk, Py_ssize_t sn, double *packed)
-    const char *lc_small_gemm_simd_name()
+    const char *lc_simd_name()
 
 
 cdef inline void pack_panels(Py_ssize_t K, Py_ssize_t N, const floating *B, Py_ssize_t sk, Py_ssize_t sn,

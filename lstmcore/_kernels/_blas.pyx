@@ -67,10 +67,11 @@ def axpy_py(double alpha, const floating[::1] x, floating[::1] y):
         axpy(<int> x.shape[0], <floating> alpha, &x[0], 1, &y[0], 1)
 
 
-def small_gemm_simd():
-    """The vector path of ``small_gemm`` in this process: 'avx512', 'avx2' or 'generic' (the best the CPU has, capped by
-    the environment variable ``LSTMCORE_SIMD``, read once at the first use)."""
-    return lc_small_gemm_simd_name().decode()
+def simd_path():
+    """The vector path of the hand-written kernels (``small_gemm`` and the fast activations) in this process:
+    'avx512', 'avx2' or 'generic' (the best the CPU has, capped by the environment variable ``LSTMCORE_SIMD``, read
+    once, at the first use)."""
+    return lc_simd_name().decode()
 
 
 def small_gemm_py(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C, bint b_transposed=False):

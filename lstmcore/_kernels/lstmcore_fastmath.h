@@ -3,19 +3,18 @@
  * libm's expf/tanhf are scalar calls that keep a loop from vectorising; these are branch-free polynomials (Cephes'
  * coefficients, range reduction by the nearest power of two) that GCC and Clang vectorise. Accuracy: a few ulp over
  * the whole range, saturating cleanly (sigmoid -> 0 or 1, tanh -> +-1, no NaN for any finite input).
- * The block functions are compiled for AVX2+FMA and for the baseline ISA and picked at load time (target_clones).
+ * The block functions are compiled for each level of lstmcore_simd.h (AVX-512, AVX2+FMA, the baseline ISA) and
+ * dispatch on lc_simd_level(). AVX-512 matters most for double: without AVX-512DQ's double <-> int64 conversions GCC
+ * leaves the double loops scalar (measured on Zen 5: 2.6 -> 0.39 ns per sigmoid, 4.1 -> 0.74 ns per tanh).
  */
 #ifndef LSTMCORE_FASTMATH_H
 #define LSTMCORE_FASTMATH_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__)) && defined(__linux__)
-#define LC_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define LC_CLONES
-#endif
+#include "lstmcore_simd.h"
 
 static inline float lc_expf(float x) {
     /* clamp so that 2^n stays a normal float */
@@ -81,17 +80,44 @@ static inline double lc_tanh(double x) {
     return a < 0.625 ? small : big;
 }
 
-LC_CLONES static void lc_sigmoid_block_f(float *v, ptrdiff_t n) {
-    for (ptrdiff_t j = 0; j < n; j++) v[j] = lc_sigmoidf(v[j]);
+#define LC_DEFINE_ACTIVATION_BLOCKS(SUF)                                                                          \
+static void lc_sigmoid_block_f_##SUF(float *v, ptrdiff_t n) {                                                     \
+    for (ptrdiff_t j = 0; j < n; j++) v[j] = lc_sigmoidf(v[j]);                                                   \
+}                                                                                                                 \
+static void lc_sigmoid_block_d_##SUF(double *v, ptrdiff_t n) {                                                    \
+    for (ptrdiff_t j = 0; j < n; j++) v[j] = lc_sigmoid(v[j]);                                                    \
+}                                                                                                                 \
+static void lc_tanh_block_f_##SUF(float *v, ptrdiff_t n) {                                                        \
+    for (ptrdiff_t j = 0; j < n; j++) v[j] = lc_tanhf(v[j]);                                                      \
+}                                                                                                                 \
+static void lc_tanh_block_d_##SUF(double *v, ptrdiff_t n) {                                                       \
+    for (ptrdiff_t j = 0; j < n; j++) v[j] = lc_tanh(v[j]);                                                       \
 }
-LC_CLONES static void lc_sigmoid_block_d(double *v, ptrdiff_t n) {
-    for (ptrdiff_t j = 0; j < n; j++) v[j] = lc_sigmoid(v[j]);
-}
-LC_CLONES static void lc_tanh_block_f(float *v, ptrdiff_t n) {
-    for (ptrdiff_t j = 0; j < n; j++) v[j] = lc_tanhf(v[j]);
-}
-LC_CLONES static void lc_tanh_block_d(double *v, ptrdiff_t n) {
-    for (ptrdiff_t j = 0; j < n; j++) v[j] = lc_tanh(v[j]);
-}
+
+LC_DEFINE_ACTIVATION_BLOCKS(generic)
+#ifdef LC_SIMD_X86_DISPATCH
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v3")
+LC_DEFINE_ACTIVATION_BLOCKS(avx2)
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("arch=x86-64-v4")
+LC_DEFINE_ACTIVATION_BLOCKS(avx512)
+#pragma GCC pop_options
+#define LC_ACTIVATION_DISPATCH(FN, v, n)                                                                          \
+    switch (lc_simd_level()) {                                                                                    \
+        case LC_SIMD_AVX512: FN##_avx512(v, n); break;                                                            \
+        case LC_SIMD_AVX2: FN##_avx2(v, n); break;                                                                \
+        default: FN##_generic(v, n); break;                                                                       \
+    }
+#else
+#define LC_ACTIVATION_DISPATCH(FN, v, n) FN##_generic(v, n);
+#endif
+
+/* v[j] = sigmoid(v[j]) or tanh(v[j]) for j < n, on the vector path of lc_simd_level() */
+static inline void lc_sigmoid_block_f(float *v, ptrdiff_t n) { LC_ACTIVATION_DISPATCH(lc_sigmoid_block_f, v, n) }
+static inline void lc_sigmoid_block_d(double *v, ptrdiff_t n) { LC_ACTIVATION_DISPATCH(lc_sigmoid_block_d, v, n) }
+static inline void lc_tanh_block_f(float *v, ptrdiff_t n) { LC_ACTIVATION_DISPATCH(lc_tanh_block_f, v, n) }
+static inline void lc_tanh_block_d(double *v, ptrdiff_t n) { LC_ACTIVATION_DISPATCH(lc_tanh_block_d, v, n) }
 
 #endif

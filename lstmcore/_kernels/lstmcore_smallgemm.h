@@ -7,50 +7,19 @@
  * two threads). This kernel runs on the calling thread, keeps a 4 x 2W block of C in registers and streams B once per
  * block of four rows. Row-major: A is M x K (row stride lda), B is K x N (ldb), C is M x N (ldc).
  *
- * Three instantiations, picked at run time by lc_small_gemm_simd() (one decision, cached, used by pack and gemm alike,
- * since the packed layout depends on the vector width W):
- *   LC_SIMD_AVX512  x86-64-v4 (AVX-512 F/BW/CD/DQ/VL): W = 16 floats / 8 doubles (zmm)
- *   LC_SIMD_AVX2    x86-64-v3 (AVX2 + FMA):            W = 8 floats / 4 doubles (ymm)
- *   LC_SIMD_GENERIC the compiler's baseline ISA:       W = 8 floats / 4 doubles (GCC's generic vectors)
- * The environment variable LSTMCORE_SIMD=avx512|avx2|generic (read once, at the first call) caps the choice, so that
- * tests can run every path on one machine; a level the CPU lacks is never chosen. Off GCC/x86-64/Linux only the
- * generic instantiation exists.
+ * One instantiation per level of lstmcore_simd.h, picked at run time by lc_simd_level() (one cached decision, used by
+ * pack and gemm alike, since the packed layout depends on the vector width W):
+ *   LC_SIMD_AVX512   W = 16 floats / 8 doubles (zmm)
+ *   LC_SIMD_AVX2     W = 8 floats / 4 doubles (ymm)
+ *   LC_SIMD_GENERIC  16-byte vectors on x86 (SSE2), 32-byte GCC generic vectors elsewhere
  */
 #ifndef LSTMCORE_SMALLGEMM_H
 #define LSTMCORE_SMALLGEMM_H
 
 #include <stddef.h>
-#include <stdlib.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__)) && defined(__linux__)
-#define LC_GEMM_X86_DISPATCH 1
-#endif
-
-enum { LC_SIMD_GENERIC = 0, LC_SIMD_AVX2 = 1, LC_SIMD_AVX512 = 2 };
-
-/* The SIMD level of the small GEMM in this process: the best the CPU supports, capped by LSTMCORE_SIMD. */
-static inline int lc_small_gemm_simd(void) {
-#ifdef LC_GEMM_X86_DISPATCH
-    static int cached = -1;
-    int level = __atomic_load_n(&cached, __ATOMIC_RELAXED);
-    if (level >= 0) return level;
-    __builtin_cpu_init();
-    int cpu = __builtin_cpu_supports("x86-64-v4") ? LC_SIMD_AVX512
-              : (__builtin_cpu_supports("x86-64-v3") ? LC_SIMD_AVX2 : LC_SIMD_GENERIC);
-    int cap = LC_SIMD_AVX512;
-    const char *env = getenv("LSTMCORE_SIMD");
-    if (env != NULL) {
-        if (strcmp(env, "generic") == 0) cap = LC_SIMD_GENERIC;
-        else if (strcmp(env, "avx2") == 0) cap = LC_SIMD_AVX2;
-    }
-    level = cpu < cap ? cpu : cap;
-    __atomic_store_n(&cached, level, __ATOMIC_RELAXED);
-    return level;
-#else
-    return LC_SIMD_GENERIC;
-#endif
-}
+#include "lstmcore_simd.h"
 
 /* One block kernel of SUF's panel width NV * VW columns (NV vectors of VW lanes of T per row of the panel):
  * rows i0 .. i0+MR-1; with few rows or one vector per row, KU steps of k run on separate accumulators so that about
@@ -159,7 +128,7 @@ static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t ld
 LC_DEFINE_SMALL_GEMM(lc_small_gemm_f_generic, float, LC_GENERIC_BYTES / 4)
 LC_DEFINE_SMALL_GEMM(lc_small_gemm_d_generic, double, LC_GENERIC_BYTES / 8)
 
-#ifdef LC_GEMM_X86_DISPATCH
+#ifdef LC_SIMD_X86_DISPATCH
 #pragma GCC push_options
 #pragma GCC target("arch=x86-64-v3")
 LC_DEFINE_SMALL_GEMM(lc_small_gemm_f_avx2, float, 8)
@@ -171,7 +140,7 @@ LC_DEFINE_SMALL_GEMM(lc_small_gemm_f_avx512, float, 16)
 LC_DEFINE_SMALL_GEMM(lc_small_gemm_d_avx512, double, 8)
 #pragma GCC pop_options
 #define LC_SMALL_GEMM_DISPATCH(T, FN, ARGS)                                                                       \
-    switch (lc_small_gemm_simd()) {                                                                               \
+    switch (lc_simd_level()) {                                                                               \
         case LC_SIMD_AVX512: lc_small_gemm_##T##_avx512##FN ARGS; break;                                          \
         case LC_SIMD_AVX2: lc_small_gemm_##T##_avx2##FN ARGS; break;                                              \
         default: lc_small_gemm_##T##_generic##FN ARGS; break;                                                     \
@@ -199,10 +168,4 @@ static inline void lc_small_gemm_d(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const 
                                    ptrdiff_t ldc) {
     LC_SMALL_GEMM_DISPATCH(d, , (M, N, K, A, lda, P, B, sk, sn, C, ldc))
 }
-/* The name of the level in use, for tests and benchmarks. */
-static inline const char *lc_small_gemm_simd_name(void) {
-    int level = lc_small_gemm_simd();
-    return level == LC_SIMD_AVX512 ? "avx512" : (level == LC_SIMD_AVX2 ? "avx2" : "generic");
-}
-
 #endif
