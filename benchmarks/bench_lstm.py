@@ -149,7 +149,7 @@ def numpy_calls(layer, x, d_out):
     cell = layer.cells[0]
     if not isinstance(cell, lstmcore.GatedCell):
         return None, None
-    params = {k: layer.params[k + "_l0"] for k in ("W", "R", "b", "p") if k + "_l0" in layer.params}
+    params = {k[: -len("_l0")]: v for k, v in layer.params.items() if k.endswith("_l0")}
     zeros = np.zeros((x.shape[1], layer.hidden_size), x.dtype)
 
     def fwd():
