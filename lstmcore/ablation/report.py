@@ -214,7 +214,9 @@ def hyperparameter_plots(rows, variants, space, metric, direction, path: Path) -
             from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
             ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labelled even within one decade
+            decades = math.log10(dim.high / dim.low)
+            # 1-2-5 ticks when the range is narrow (labelled even within one decade), one per decade otherwise
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("1 - " + dim.name if dim.distribution == "one_minus_log_uniform" else dim.name)
@@ -311,9 +313,10 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
         "Search space: " + "; ".join(config.space.describe()) + ".",
         "Training: " + ", ".join(f"{k}={v}" for k, v in config.training.items() if v is not None) + "; model: "
         + ", ".join(f"{k}={v}" for k, v in config.model.items()) + ".",
-        f"Baseline: `{baseline}`. Tests: Welch's t-test (and the paired t-test in the paired design) of each variant "
-        f"against the baseline; p-values adjusted by {analysis.CORRECTION} over the {max(0, len(variants) - 1)} "
-        f"comparisons of each family; significant at adjusted p < {alpha}.",
+        f"Baseline: `{baseline}`. Tests of each variant against it: Welch's t-test (the paper's) and Mann–Whitney's "
+        f"U{', and in the paired design the paired t-test and Wilcoxon signed-rank test' if not config.independent else ''}"
+        f"; p-values adjusted by {analysis.CORRECTION} over the {max(0, len(variants) - 1)} comparisons of each "
+        f"family; significant at adjusted p < {alpha}.",
     ])
 
     doc.heading("Test performance per variant (Fig. 3 of the paper)")
