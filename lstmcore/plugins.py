@@ -136,6 +136,10 @@ class Registry:
         """Add a plugin object (a module or any object with a ``@lstmcore.hookimpl`` ``register_variants``) in this
         process, without an entry point; returns its name. Its variants are added now if the registry is loaded,
         with the same checks as an entry point's. ``unregister_plugin(name)`` removes it."""
+        if plugin is None:
+            raise TypeError("register_plugin needs a plugin object (a module or an object with register_variants)")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"a plugin's name must be a non-empty string, got {name!r}")
         with self._lock:
             source = name or getattr(plugin, "__name__", None) or f"plugin-{id(plugin):x}"
             if source in self._in_process or source in self._loaded_sources:

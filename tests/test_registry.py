@@ -161,6 +161,19 @@ def test_strict_mode_turns_reports_into_errors(monkeypatch):
         registry.names()
 
 
+@pytest.mark.parametrize("plugin,name", [(None, None), (types.ModuleType("ok"), 5), (types.ModuleType("ok"), "")])
+def test_register_plugin_refuses_bad_arguments(plugin, name):
+    with pytest.raises(TypeError, match="plugin"):
+        Registry().register_plugin(plugin, name=name)
+
+
+def test_numerical_gradient_refuses_an_array_it_cannot_perturb_in_place():
+    from lstmcore.testing import numerical_gradient
+
+    with pytest.raises(ValueError, match="in place"):
+        numerical_gradient(lambda: 0.0, np.zeros((3, 4)).T)
+
+
 def test_the_same_plugin_name_twice_is_refused():
     registry = Registry()
     registry.register_plugin(_plugin("twice", _cell("a-cell")))
