@@ -2,20 +2,13 @@
 conventions. All validation happens here, before any kernel runs."""
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from lstmcore._validation import positive_int
 from lstmcore.plugins import get_variant
 from lstmcore.variant import Variant
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class LSTM:
@@ -42,9 +35,9 @@ class LSTM:
     def __init__(self, input_size, hidden_size, variant="vanilla", num_layers=1, bidirectional=False,
                  batch_first=False, dtype=np.float32, seed=None, check_finite=True, reverse_options=None,
                  **variant_options):
-        self.input_size = _positive_int(input_size, "input_size")
-        self.hidden_size = _positive_int(hidden_size, "hidden_size")
-        self.num_layers = _positive_int(num_layers, "num_layers")
+        self.input_size = positive_int(input_size, "input_size")
+        self.hidden_size = positive_int(hidden_size, "hidden_size")
+        self.num_layers = positive_int(num_layers, "num_layers")
         self.bidirectional = bool(bidirectional)
         self.batch_first = bool(batch_first)
         self.check_finite = bool(check_finite)

@@ -59,6 +59,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from lstmcore._validation import positive_int
 from lstmcore.layers import LSTM
 from lstmcore.plugins import get_variant
 from lstmcore.variant import Variant
@@ -845,8 +846,7 @@ def check_variant(variant_or_name, *, input_size: int = 3, hidden_size: int = 4,
     Returns a ``ConformanceReport``; with ``raise_on_failure``, raises ``AssertionError`` carrying it if a check failed.
     """
     for value, name in ((input_size, "input_size"), (hidden_size, "hidden_size"), (steps, "steps"), (batch, "batch")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_int(value, name)
     variant = variant_or_name if isinstance(variant_or_name, Variant) else get_variant(variant_or_name)
     options = dict(options or {})
     label = getattr(variant, "name", repr(variant))

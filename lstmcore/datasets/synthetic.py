@@ -7,13 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lstmcore._validation import positive_int
 from lstmcore.datasets._split import Dataset, Split
-
-
-def _positive(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _split_rngs(seed) -> list[np.random.Generator]:
@@ -21,7 +16,7 @@ def _split_rngs(seed) -> list[np.random.Generator]:
 
 
 def _build(name, make, sizes, seed, **task) -> Dataset:
-    splits = [make(rng, _positive(n, f"n_{part}")) for rng, n, part in
+    splits = [make(rng, positive_int(n, f"n_{part}")) for rng, n, part in
               zip(_split_rngs(seed), sizes, ("train", "valid", "test"))]
     return Dataset(name, *splits, **task)
 
@@ -35,7 +30,7 @@ def adding_problem(length: int = 100, n_train: int = 10000, n_valid: int = 1000,
     ``y = Σ_t m_t u_t``. Always predicting 1 gives the baseline MSE ``Var(u_1 + u_2) = 2/12 ≈ 0.167``.
     Linear output, last step, metric ``"mse"``.
     """
-    T = _positive(length, "length")
+    T = positive_int(length, "length")
     if T < 2:
         raise ValueError(f"the adding problem needs length >= 2, got {T}")
 
@@ -69,7 +64,7 @@ def temporal_order(length: int = 100, n_train: int = 10000, n_valid: int = 1000,
     two relevant symbols: ``XX = 0, XY = 1, YX = 2, YY = 3`` (targets are integer class ids ``(N,)``).
     Softmax output, last step, metric ``"cross_entropy"`` (chance level: ``log 4 ≈ 1.386``).
     """
-    L = _positive(length, "length")
+    L = positive_int(length, "length")
     if L < 10:
         raise ValueError(f"the temporal order problem needs length >= 10, got {L}")
     F = len(TEMPORAL_ORDER_SYMBOLS)
@@ -107,9 +102,9 @@ def copy_task(length: int = 100, n_symbols: int = 10, n_categories: int = 8, n_t
     last ``n_symbols`` steps, which repeat the data symbols. Softmax output, per step, metric ``"cross_entropy"``;
     the memoryless baseline is ``n_symbols log(n_categories) / (length + 2 n_symbols)`` per step.
     """
-    delay = _positive(length, "length")
-    S = _positive(n_symbols, "n_symbols")
-    C = _positive(n_categories, "n_categories")
+    delay = positive_int(length, "length")
+    S = positive_int(n_symbols, "n_symbols")
+    C = positive_int(n_categories, "n_categories")
     T = delay + 2 * S
     F = C + 2
 

@@ -5,10 +5,9 @@ and peepholes (i, o, f); the permutation and the bias split live in ``_layout.ON
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from lstmcore._validation import positive_int
 from lstmcore.interop._layout import ONNX, check_cell, export_tensors, import_tensors
 from lstmcore.layers import LSTM
 from lstmcore.plugins import get_variant
@@ -196,8 +195,7 @@ def from_onnx(W, R, B=None, P=None, *, hidden_size=None, direction="forward", in
                          f"{W.shape} and {R.shape}")
     H = R.shape[2]
     if hidden_size is not None:
-        if isinstance(hidden_size, bool) or not isinstance(hidden_size, numbers.Integral) or hidden_size < 1:
-            raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
+        positive_int(hidden_size, "hidden_size")
         if hidden_size != H:
             raise ValueError(f"hidden_size={hidden_size} but R has shape {R.shape}, i.e. hidden_size {H}")
     I = W.shape[2]

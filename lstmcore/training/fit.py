@@ -3,7 +3,6 @@ stopping with restoration of the best weights, a time budget, and divergence rep
 from __future__ import annotations
 
 import math
-import numbers
 import sys
 import time
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lstmcore._validation import positive_int
 from lstmcore.datasets import Split
 from lstmcore.training.losses import step_mask
 from lstmcore.training.model import NORMALIZATIONS, NonFiniteError, SequenceModel
@@ -165,12 +165,9 @@ def fit(model: SequenceModel, train: Split, valid: Split | None = None, *, optim
     """
     if not isinstance(model, SequenceModel):
         raise TypeError(f"model must be a SequenceModel, got {type(model).__name__}")
-    for value, name in ((batch_size, "batch_size"), (max_epochs, "max_epochs")):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, numbers.Integral)
-                                 or patience < 1):
-        raise ValueError(f"patience must be None or a positive integer, got {patience!r}")
+    batch_size, max_epochs = positive_int(batch_size, "batch_size"), positive_int(max_epochs, "max_epochs")
+    if patience is not None:
+        positive_int(patience, "patience")
     if not (input_noise >= 0 and math.isfinite(input_noise)):
         raise ValueError(f"input_noise must be a finite number >= 0, got {input_noise!r}")
     if loss_normalization not in NORMALIZATIONS:
@@ -179,7 +176,6 @@ def fit(model: SequenceModel, train: Split, valid: Split | None = None, *, optim
         raise ValueError(f"clip_norm must be None or positive, got {clip_norm!r}")
     if time_budget is not None and not time_budget > 0:
         raise ValueError(f"time_budget must be None or positive seconds, got {time_budget!r}")
-    batch_size, max_epochs = int(batch_size), int(max_epochs)
     schedule = learning_rate if callable(learning_rate) else None
     opt = make_optimizer(optimizer, schedule(1) if schedule else learning_rate, momentum, nesterov)
     train = _check_split(model, train, "train")

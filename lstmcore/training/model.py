@@ -2,10 +2,9 @@
 and backward through the whole model."""
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
+from lstmcore._validation import positive_int
 from lstmcore.layers import LSTM
 from lstmcore.training.losses import loss_for_output, step_mask
 
@@ -35,8 +34,7 @@ class SequenceModel:
 
     def __init__(self, input_size, hidden_size, output_size, *, variant="vanilla", num_layers=1, bidirectional=False,
                  output="sigmoid", per_step=True, seed=None, dtype=np.float32, **variant_options):
-        if isinstance(output_size, bool) or not isinstance(output_size, numbers.Integral) or output_size < 1:
-            raise ValueError(f"output_size must be a positive integer, got {output_size!r}")
+        positive_int(output_size, "output_size")
         self.loss = loss_for_output(output)
         self.output = output
         self.per_step = bool(per_step)
