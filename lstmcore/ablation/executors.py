@@ -31,14 +31,9 @@ def available_cores() -> int:
 def _init_worker(blas_threads: int) -> None:
     # The coordinator decides what an interrupt means (it records the running trials as interrupted and stops us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # For the BLAS libraries this process loads from now on; run_trial also limits the loaded ones for each trial.
     for name in BLAS_ENVIRONMENT:
         os.environ[name] = str(blas_threads)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=blas_threads, user_api="blas")
-    except ImportError:
-        pass
 
 
 class LocalExecutor:
