@@ -512,3 +512,53 @@ def test_checkpoint_errors_are_clear(tmp_path):
     np.savez(tmp_path / "bad_shape.npz", **contents)
     with pytest.raises(CheckpointError, match=r"'R_l0' has shape \(4, 4\) in the checkpoint but \(20, 5\)"):
         load_checkpoint(tmp_path / "bad_shape.npz")
+
+
+def _damaged_copies(path, tmp_path):
+    data = path.read_bytes()
+    yield "empty", b""
+    for cut in (10, len(data) // 3, len(data) // 2, len(data) - 5):
+        yield f"truncated at {cut}", data[:cut]
+    for offset in range(30, len(data), max(1, len(data) // 40)):
+        flipped = bytearray(data)
+        flipped[offset] ^= 0xFF
+        yield f"byte {offset} flipped", bytes(flipped)
+
+
+def test_damaged_checkpoint_files_raise_checkpoint_error_naming_the_file(tmp_path):
+    path = save_checkpoint(SequenceModel(3, 5, 2, variant="peephole", seed=0), tmp_path / "model.npz")
+    for label, content in _damaged_copies(path, tmp_path):
+        damaged = tmp_path / "damaged.npz"
+        damaged.write_bytes(content)
+        try:
+            load_checkpoint(damaged)
+        except CheckpointError as exc:
+            assert str(damaged) in str(exc), label
+        # A flip inside a stored weight's bytes can leave a readable file with other numbers: that loads.
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda meta: meta.clear() or meta.update(format="lstmcore-checkpoint", format_version=1), "'config'"),
+    (lambda meta: meta["config"].update(dtype=None), r"config\['dtype'\] is None"),
+    (lambda meta: meta["config"].update(dtype="int8"), "float32, float64"),
+    (lambda meta: meta["config"].update(hidden_size="5"), r"config\['hidden_size'\]"),
+    (lambda meta: meta["config"].pop("variant"), r"config\['variant'\]"),
+    (lambda meta: meta.update(format_version="1"), "format_version"),
+    (lambda meta: meta.update(metadata=[1]), "'metadata'"),
+    (lambda meta: meta["config"].update(variant_options={"no_such_option": 1}), "cannot be built"),
+])
+def test_malformed_checkpoint_meta_is_a_checkpoint_error(tmp_path, change, message):
+    path = save_checkpoint(SequenceModel(3, 5, 2, variant="peephole", seed=0), tmp_path / "model.npz")
+    with np.load(path) as archive:
+        contents = dict(archive)
+    meta = json.loads(str(contents["__meta__"]))
+    change(meta)
+    contents["__meta__"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "bad_meta.npz", **contents)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "bad_meta.npz")
+    for not_an_object in ("[1, 2]", "null", "not json"):
+        contents["__meta__"] = np.array(not_an_object)
+        np.savez(tmp_path / "bad_meta.npz", **contents)
+        with pytest.raises(CheckpointError, match="bad_meta.npz"):
+            load_checkpoint(tmp_path / "bad_meta.npz")

@@ -3,6 +3,7 @@ portable ``.npz`` that loads without pickle."""
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,14 @@ def save_checkpoint(model: SequenceModel, path, **metadata) -> Path:
     return path
 
 
+_CONFIG_TYPES = {"input_size": int, "hidden_size": int, "output_size": int, "variant": str, "num_layers": int,
+                 "bidirectional": bool, "output": str, "per_step": bool, "dtype": str, "variant_options": dict}
+_DTYPES = ("float32", "float64")
+
+
 def read_checkpoint(path) -> tuple[dict, dict[str, np.ndarray]]:
-    """The checkpoint's metadata dict and its weights by parameter name, checked for format and version only."""
+    """The checkpoint's metadata dict and its weights by parameter name, checked for format, version and the types of
+    the architecture's fields. Anything unreadable or damaged raises ``CheckpointError`` naming ``path``."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             if _META_KEY not in archive.files:
@@ -66,17 +73,41 @@ def read_checkpoint(path) -> tuple[dict, dict[str, np.ndarray]]:
             meta = json.loads(str(archive[_META_KEY]))
             weights = {key[len(_PARAM_PREFIX):]: archive[key] for key in archive.files
                        if key.startswith(_PARAM_PREFIX)}
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"{path}: cannot read the checkpoint: {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an lstmcore checkpoint (format {meta.get('format')!r})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {meta['format_version']} was written by lstmcore "
+    except CheckpointError:
+        raise
+    # A truncated or bit-flipped archive surfaces as any of these, from zipfile, zlib, NumPy's format parser or JSON.
+    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile, zipfile.LargeZipFile,
+            UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoint (empty, truncated or damaged file?): "
+                              f"{type(exc).__name__}: {exc}") from exc
+    _check_meta(meta, path)
+    return meta, weights
+
+
+def _check_meta(meta, path) -> None:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: not an lstmcore checkpoint (format {found!r})")
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: malformed {_META_KEY}: format_version is {version!r}, not an integer")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {version} was written by lstmcore "
                               f"{meta.get('lstmcore_version')}, newer than this one ({__version__}, format "
                               f"{FORMAT_VERSION}); upgrade lstmcore")
-    return meta, weights
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: malformed {_META_KEY}: 'config' is {config!r}, not an object")
+    for key, kind in _CONFIG_TYPES.items():
+        value = config.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CheckpointError(f"{path}: malformed {_META_KEY}: config[{key!r}] is {value!r}, expected "
+                                  f"{kind.__name__}")
+    if config["dtype"] not in _DTYPES:
+        raise CheckpointError(f"{path}: malformed {_META_KEY}: config['dtype'] is {config['dtype']!r}, expected one "
+                              f"of {', '.join(_DTYPES)}")
+    if not isinstance(meta.get("metadata", {}), dict):
+        raise CheckpointError(f"{path}: malformed {_META_KEY}: 'metadata' is not an object")
 
 
 def _load_weights(model: SequenceModel, weights: dict[str, np.ndarray], source) -> None:
@@ -108,8 +139,11 @@ def load_checkpoint(path, model: SequenceModel | None = None) -> SequenceModel:
                               f"(known: {', '.join(list_variants())}); install the plugin that provides it") from None
     if model is None:
         options = config.pop("variant_options")
-        model = SequenceModel(config.pop("input_size"), config.pop("hidden_size"), config.pop("output_size"),
-                              dtype=np.dtype(config.pop("dtype")), **config, **options)
+        try:
+            model = SequenceModel(config.pop("input_size"), config.pop("hidden_size"), config.pop("output_size"),
+                                  dtype=np.dtype(config.pop("dtype")), **config, **options)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: the checkpoint's architecture cannot be built: {exc}") from exc
     else:
         ours = _jsonable(model.config())
         differences = [f"{key}: checkpoint {config.get(key)!r}, model {ours[key]!r}" for key in ours
