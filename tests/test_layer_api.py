@@ -558,3 +558,24 @@ def test_backward_without_input_grad_gives_the_same_weight_grads(variant, bidire
         np.testing.assert_array_equal(layer.grads[key], value)
     for got, want in zip(layer.state_grads, full_state):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("batch, steps", [(1, 5), (3, 1), (1, 1)])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_bidirectional_backward_with_a_size_one_batch_or_time_axis(batch, steps, batch_first):
+    """A size-1 axis has no meaningful stride: backward must accept it, and give the rows of a larger batch."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, steps, 2) if batch_first else (steps, batch, 2))
+    single = lstmcore.LSTM(2, 3, bidirectional=True, batch_first=batch_first, dtype=np.float64, seed=0)
+    out, _ = single(x)
+    d_out = rng.normal(size=out.shape)
+    d_x = single.backward(d_out)
+    axis = 0 if batch_first else 1
+    doubled = lstmcore.LSTM(2, 3, bidirectional=True, batch_first=batch_first, dtype=np.float64, seed=0)
+    out2, _ = doubled(np.concatenate([x, x], axis))
+    d_x2 = doubled.backward(np.concatenate([d_out, d_out], axis))
+    first = (slice(None, batch),) if batch_first else (slice(None), slice(None, batch))
+    np.testing.assert_allclose(out2[first], out, atol=1e-14)
+    np.testing.assert_allclose(d_x2[first], d_x, atol=1e-13)
+    for name, grad in single.grads.items():
+        np.testing.assert_allclose(doubled.grads[name], 2 * grad, atol=1e-12, err_msg=name)

@@ -370,9 +370,17 @@ cdef Py_ssize_t _row_stride(object arr, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H
     if tuple(arr.shape)[:3] != (T, B, H):
         raise ValueError(f"{name} has shape {tuple(arr.shape[:3])}, expected {(T, B, H)}")
     st = arr.strides
-    if st[2] != itemsize or st[1] % itemsize or st[0] != B * st[1] or st[1] < H * itemsize:
+    # The stride of a size-1 axis is meaningless (NumPy may report anything), so only the axes of size > 1 are checked.
+    if B > 1:
+        row = st[1]
+        spaced = T <= 1 or st[0] == B * row
+    elif T > 1:
+        row, spaced = st[0], True
+    else:
+        row, spaced = H * itemsize, True
+    if not spaced or (H > 1 and st[2] != itemsize) or row % itemsize or row < H * itemsize:
         raise ValueError(f"{name} must have contiguous rows evenly spaced in memory")
-    return st[1] // itemsize
+    return row // itemsize
 
 
 #: Batch sizes up to this run the per-step recurrence on the packed single-thread kernel; larger ones on BLAS, whose
