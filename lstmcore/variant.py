@@ -18,6 +18,16 @@ _DEFAULT_ALPHA_BETA = {"hard_sigmoid": (0.2, 0.5)}  # ONNX's defaults
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]*$")
 
 
+def _finite_float(value: Any, argument: str) -> float:
+    """``value`` as a finite float, or a ValueError that names ``argument``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{argument} must be a finite number, got {value!r}")
+    number = float(value)
+    if not np.isfinite(number):
+        raise ValueError(f"{argument} must be a finite number, got {number}")
+    return number
+
+
 @dataclass(frozen=True)
 class Activation:
     """An activation function by name, with the ``alpha``/``beta`` that ``hard_sigmoid`` uses
@@ -27,6 +37,10 @@ class Activation:
     alpha: float = 0.0
     beta: float = 0.0
 
+    def __post_init__(self):
+        object.__setattr__(self, "alpha", _finite_float(self.alpha, "Activation alpha"))
+        object.__setattr__(self, "beta", _finite_float(self.beta, "Activation beta"))
+
     @classmethod
     def parse(cls, value: Any, argument: str = "activation") -> "Activation":
         """Accept a name, a ``(name, alpha, beta)`` tuple or an ``Activation``."""
@@ -35,7 +49,8 @@ class Activation:
         if isinstance(value, str):
             name, params = value.lower(), None
         elif isinstance(value, (tuple, list)) and len(value) == 3 and isinstance(value[0], str):
-            name, params = value[0].lower(), (float(value[1]), float(value[2]))
+            name, params = value[0].lower(), (_finite_float(value[1], f"{argument} alpha"),
+                                              _finite_float(value[2], f"{argument} beta"))
         else:
             raise TypeError(f"{argument} must be one of {ACTIVATION_NAMES} or a (name, alpha, beta) tuple, "
                             f"got {value!r}")

@@ -579,3 +579,13 @@ def test_bidirectional_backward_with_a_size_one_batch_or_time_axis(batch, steps,
     np.testing.assert_allclose(d_x2[first], d_x, atol=1e-13)
     for name, grad in single.grads.items():
         np.testing.assert_allclose(doubled.grads[name], 2 * grad, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("alpha, beta, error", [
+    (float("nan"), 0.5, ValueError), (0.2, float("inf"), ValueError), (float("-inf"), 0.5, ValueError),
+    ("a", 0.5, TypeError), (0.2, None, TypeError)])
+def test_hard_sigmoid_alpha_and_beta_must_be_finite_numbers(alpha, beta, error):
+    with pytest.raises(error, match="gate_activation (alpha|beta) must be a finite number"):
+        lstmcore.LSTM(2, 3, gate_activation=("hard_sigmoid", alpha, beta))
+    with pytest.raises(error, match="Activation (alpha|beta) must be a finite number"):
+        lstmcore.variant.Activation("hard_sigmoid", alpha, beta)
