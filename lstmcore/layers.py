@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstmcore._validation import positive_int
+from lstmcore._validation import positive_int, random_seed
 from lstmcore.plugins import get_variant
 from lstmcore.variant import Variant
 
@@ -55,7 +55,7 @@ class LSTM:
         reverse_cell = forward_cell.with_options(**(reverse_options or {})) if self.bidirectional else None
         self.cells = [forward_cell] + ([reverse_cell] if self.bidirectional else [])
 
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(random_seed(seed, "seed"))
         self.params: dict[str, np.ndarray] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
         for layer in range(self.num_layers):

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from lstmcore._validation import finite_number
 from lstmcore._kernels import _cell
 from lstmcore._kernels._activations import ACTIVATIONS
 
@@ -159,9 +160,7 @@ class GatedCell(Variant):
         for field in ("gate_activation", "input_activation", "output_activation"):
             object.__setattr__(self, field, Activation.parse(getattr(self, field), field))
         if self.clip is not None:
-            clip = float(self.clip)
-            if not np.isfinite(clip) or clip <= 0:
-                raise ValueError(f"clip must be None or a positive finite number, got {self.clip!r}")
+            clip = finite_number(self.clip, "clip (None or a positive finite number)", minimum=0, strict=True)
             object.__setattr__(self, "clip", clip)
 
     def with_options(self, **options) -> "GatedCell":

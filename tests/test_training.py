@@ -562,3 +562,25 @@ def test_malformed_checkpoint_meta_is_a_checkpoint_error(tmp_path, change, messa
         np.savez(tmp_path / "bad_meta.npz", **contents)
         with pytest.raises(CheckpointError, match="bad_meta.npz"):
             load_checkpoint(tmp_path / "bad_meta.npz")
+
+
+@pytest.mark.parametrize("argument, value, error", [
+    ("learning_rate", "fast", TypeError), ("learning_rate", -1.0, ValueError), ("learning_rate", float("nan"), ValueError),
+    ("momentum", "high", TypeError), ("input_noise", "a", TypeError), ("clip_norm", "a", TypeError),
+    ("clip_norm", float("inf"), ValueError), ("time_budget", "5", TypeError), ("seed", "abc", TypeError),
+    ("seed", -1, ValueError), ("seed", 1.5, TypeError)])
+def test_fit_names_a_bad_number_or_seed(argument, value, error):
+    data = adding_problem(length=5, n_train=4, n_valid=2, n_test=2, seed=0)
+    model = SequenceModel(2, 3, 1, output="linear", per_step=False, seed=0)
+    with pytest.raises(error, match=argument):
+        fit(model, data.train, data.valid, max_epochs=1, **{argument: value})
+
+
+@pytest.mark.parametrize("value, error", [("abc", TypeError), (-1, ValueError), (2.5, TypeError), ([0, -3], ValueError)])
+def test_bad_seeds_name_the_argument(value, error):
+    for build in (lambda: lstmcore.LSTM(2, 3, seed=value), lambda: SequenceModel(2, 3, 1, seed=value),
+                  lambda: adding_problem(length=5, n_train=4, n_valid=2, n_test=2, seed=value)):
+        with pytest.raises(error, match="seed"):
+            build()
+    with pytest.raises(TypeError, match="clip"):
+        lstmcore.LSTM(2, 3, clip="a")

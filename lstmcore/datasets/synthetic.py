@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstmcore._validation import positive_int
+from lstmcore._validation import positive_int, random_seed
 from lstmcore.datasets._split import Dataset, Split
 
 
 def _split_rngs(seed) -> list[np.random.Generator]:
-    return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(3)]
+    return [np.random.default_rng(child) for child in np.random.SeedSequence(random_seed(seed, "seed")).spawn(3)]
 
 
 def _build(name, make, sizes, seed, **task) -> Dataset:

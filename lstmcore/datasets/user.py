@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lstmcore._validation import random_seed
 from lstmcore.datasets._split import OUTPUTS, Dataset, Split, pad_sequences
 
 _METRICS = {"sigmoid": "nll_per_step", "linear": "mse", "softmax": "cross_entropy"}
@@ -48,7 +49,7 @@ def from_sequences(sequences, targets, *, output: str = "linear", per_step: bool
     integer = all(t.dtype.kind in "iub" for t in ys) and output == "softmax"
     if not 0 <= valid_fraction < 1 or not 0 <= test_fraction < 1 or valid_fraction + test_fraction >= 1:
         raise ValueError("valid_fraction and test_fraction must be in [0, 1) with a sum below 1")
-    order = np.random.default_rng(seed).permutation(n)
+    order = np.random.default_rng(random_seed(seed, "seed")).permutation(n)
     n_valid, n_test = int(round(valid_fraction * n)), int(round(test_fraction * n))
     parts = np.split(order, [n - n_valid - n_test, n - n_test])
     if any(len(p) == 0 for p in parts):

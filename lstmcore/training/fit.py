@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lstmcore._validation import positive_int
+from lstmcore._validation import finite_number, positive_int, random_seed
 from lstmcore.datasets import Split
 from lstmcore.training.losses import step_mask
 from lstmcore.training.model import NORMALIZATIONS, NonFiniteError, SequenceModel
@@ -168,19 +168,22 @@ def fit(model: SequenceModel, train: Split, valid: Split | None = None, *, optim
     batch_size, max_epochs = positive_int(batch_size, "batch_size"), positive_int(max_epochs, "max_epochs")
     if patience is not None:
         positive_int(patience, "patience")
-    if not (input_noise >= 0 and math.isfinite(input_noise)):
-        raise ValueError(f"input_noise must be a finite number >= 0, got {input_noise!r}")
+    input_noise = finite_number(input_noise, "input_noise", minimum=0)
     if loss_normalization not in NORMALIZATIONS:
         raise ValueError(f"loss_normalization must be one of {NORMALIZATIONS}, got {loss_normalization!r}")
-    if clip_norm is not None and not clip_norm > 0:
-        raise ValueError(f"clip_norm must be None or positive, got {clip_norm!r}")
-    if time_budget is not None and not time_budget > 0:
-        raise ValueError(f"time_budget must be None or positive seconds, got {time_budget!r}")
+    if clip_norm is not None:
+        clip_norm = finite_number(clip_norm, "clip_norm (None or positive)", minimum=0, strict=True)
+    if time_budget is not None:
+        time_budget = finite_number(time_budget, "time_budget (None or positive seconds)", minimum=0, strict=True)
     schedule = learning_rate if callable(learning_rate) else None
+    if schedule is None:
+        learning_rate = finite_number(learning_rate, "learning_rate (a number or a schedule epoch -> rate)",
+                                      minimum=0)
+    momentum = finite_number(momentum, "momentum", minimum=0)
     opt = make_optimizer(optimizer, schedule(1) if schedule else learning_rate, momentum, nesterov)
     train = _check_split(model, train, "train")
     valid = _check_split(model, valid, "valid") if valid is not None else None
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(random_seed(seed, "seed"))
 
     started = time.perf_counter()
     best_weights, best_epoch, best_valid = _snapshot(model), 0, math.inf

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstmcore._validation import positive_int
+from lstmcore._validation import positive_int, random_seed
 from lstmcore.layers import LSTM
 from lstmcore.training.losses import loss_for_output, step_mask
 
@@ -12,6 +12,17 @@ READOUT_WEIGHT, READOUT_BIAS = "W_out", "b_out"
 #: How a batch's summed loss becomes the training objective (see ``SequenceModel.loss_and_gradients``).
 NORMALIZATIONS = ("step", "sequence")
 
+
+
+def _seed_sequence(seed) -> np.random.SeedSequence:
+    """The ``SeedSequence`` of a checked seed (a ``Generator`` or bit generator gives one drawn from its stream)."""
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if isinstance(seed, np.random.BitGenerator):
+        seed = np.random.Generator(seed)
+    if isinstance(seed, np.random.Generator):
+        return np.random.SeedSequence(seed.integers(2**32, size=4).tolist())
+    return np.random.SeedSequence(seed)
 
 class NonFiniteError(FloatingPointError):
     """The loss, or a gradient on its way into the layers, is NaN or Inf: training has diverged."""
@@ -40,7 +51,7 @@ class SequenceModel:
         self.per_step = bool(per_step)
         self.output_size = int(output_size)
         self.variant_options = dict(variant_options)
-        lstm_seed, readout_seed = np.random.SeedSequence(seed).spawn(2)
+        lstm_seed, readout_seed = _seed_sequence(random_seed(seed, "seed")).spawn(2)
         self.lstm = LSTM(input_size, hidden_size, variant=variant, num_layers=num_layers, bidirectional=bidirectional,
                          batch_first=True, dtype=dtype, seed=np.random.default_rng(lstm_seed), **variant_options)
         features = self.lstm.num_directions * self.lstm.hidden_size
