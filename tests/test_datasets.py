@@ -258,3 +258,31 @@ def test_split_validation():
         Split(np.zeros((2, 3, 1)), np.zeros((2, 1)), [1.5, 1])
     with pytest.raises(ValueError, match="N = 2 rows"):
         Split(np.zeros((2, 3, 1)), np.zeros((3, 1)), [1, 1])
+
+
+@pytest.mark.parametrize("content", [
+    b"", b"{not json", b"\xff\xfe\x00garbage", b"[1, 2, 3]", b'{"train": [], "valid": [], "test": []}',
+    b'{"train": [1, 2], "valid": [[[60], [62]]], "test": [[[60], [62]]]}',
+    b'{"train": [[[60], [null]]], "valid": [[[60], [62]]], "test": [[[60], [62]]]}',
+    b'{"train": [[[60], [62.5]]], "valid": [[[60], [62]]], "test": [[[60], [62]]]}',
+    b'{"train": [[[60], [NaN]]], "valid": [[[60], [62]]], "test": [[[60], [62]]]}',
+    b'{"train": [[[60], "ab"]], "valid": [[[60], [62]]], "test": [[[60], [62]]]}',
+    b'{"train": {"a": 1}, "valid": [[[60], [62]]], "test": [[[60], [62]]]}',
+])
+def test_malformed_jsb_json_raises_dataset_error_naming_the_file(tmp_path, content):
+    from lstmcore.datasets import DatasetError
+    from lstmcore.datasets.jsb import read_chorales
+    path = tmp_path / "jsb-chorales-quarter.json"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match="jsb-chorales-quarter.json"):
+        read_chorales(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x04garbage", b"not a pickle at all"])
+def test_damaged_jsb_pickle_raises_dataset_error(tmp_path, content):
+    from lstmcore.datasets import DatasetError
+    from lstmcore.datasets.jsb import read_chorales
+    path = tmp_path / "JSB Chorales.pickle"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match="JSB Chorales.pickle"):
+        read_chorales(path)

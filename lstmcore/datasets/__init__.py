@@ -11,7 +11,7 @@ synthetic tasks from their seed, JSB Chorales from its file), so a worker proces
 """
 from __future__ import annotations
 
-from lstmcore.datasets._split import Dataset, Split, pad_sequences
+from lstmcore.datasets._split import Dataset, DatasetError, Split, pad_sequences
 from lstmcore.datasets.jsb import load_jsb_chorales
 from lstmcore.datasets.synthetic import adding_problem, copy_task, temporal_order
 from lstmcore.datasets.user import from_sequences
@@ -23,7 +23,7 @@ LOADERS = {
     "copy": copy_task,
 }
 
-__all__ = ["Split", "Dataset", "load_dataset", "load_jsb_chorales", "adding_problem", "temporal_order", "copy_task",
+__all__ = ["Split", "Dataset", "DatasetError", "load_dataset", "load_jsb_chorales", "adding_problem", "temporal_order", "copy_task",
            "from_sequences", "pad_sequences", "LOADERS"]
 
 

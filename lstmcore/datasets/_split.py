@@ -9,6 +9,11 @@ import numpy as np
 OUTPUTS = ("sigmoid", "linear", "softmax")
 
 
+class DatasetError(ValueError):
+    """A dataset file that cannot be used: unreadable, malformed or out of range. The message names the file and the
+    place in it."""
+
+
 @dataclass
 class Split:
     """One split of a dataset, batch-first and zero-padded.

@@ -14,6 +14,7 @@ Where the file comes from, first found wins:
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import pickle
 import urllib.request
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lstmcore.datasets._split import Dataset, Split
+from lstmcore.datasets._split import Dataset, DatasetError, Split
 
 LOWEST_PITCH, HIGHEST_PITCH = 21, 108
 N_KEYS = HIGHEST_PITCH - LOWEST_PITCH + 1        # 88
@@ -101,33 +102,57 @@ class _PlainDataUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data pickle")
 
 
+class UnreadablePickleError(DatasetError, pickle.UnpicklingError):
+    """A JSB pickle that is damaged or would run code: a ``DatasetError`` and, as before, an ``UnpicklingError``."""
+
+
 def read_chorales(path) -> dict[str, list]:
-    """Read the JSON (``{"train","valid","test"}`` → chorales → steps → pitches) or the original pickle."""
+    """Read the JSON (``{"train","valid","test"}`` → chorales → steps → pitches) or the original pickle. A file that
+    cannot be decoded or does not have that structure raises ``DatasetError`` naming the file and the place."""
     path = Path(path)
-    if path.suffix.lower() == ".json":
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    else:
-        with open(path, "rb") as handle:
-            data = _PlainDataUnpickler(handle, encoding="latin1").load()
+    try:
+        if path.suffix.lower() == ".json":
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+        else:
+            with open(path, "rb") as handle:
+                data = _PlainDataUnpickler(handle, encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise UnreadablePickleError(f"{path}: cannot load the JSB Chorales pickle: {exc}") from exc
+    except (ValueError, EOFError, AttributeError, ImportError, IndexError, TypeError) as exc:
+        # json.JSONDecodeError and UnicodeDecodeError are ValueErrors; a damaged pickle raises any of the others.
+        raise DatasetError(f"{path}: cannot decode the JSB Chorales file: {type(exc).__name__}: {exc}") from exc
     _check_chorales(data, str(path))
     return data
 
 
+_SEQUENCES = (list, tuple, np.ndarray)
+
+
 def _check_chorales(data, source: str) -> None:
     if not isinstance(data, dict) or any(split not in data for split in SPLITS):
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{source}: expected a mapping with keys {SPLITS}, got {keys}")
+        keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise DatasetError(f"{source}: expected a mapping with keys {SPLITS}, got {keys}")
     for split in SPLITS:
-        for index, chorale in enumerate(data[split]):
+        chorales = data[split]
+        if not isinstance(chorales, _SEQUENCES) or len(chorales) == 0:
+            raise DatasetError(f"{source}: split {split!r} must be a non-empty list of chorales, got "
+                               f"{type(chorales).__name__} of length {len(chorales) if isinstance(chorales, _SEQUENCES) else '-'}")
+        for index, chorale in enumerate(chorales):
+            place = f"{source}: {split} chorale {index}"
+            if not isinstance(chorale, _SEQUENCES):
+                raise DatasetError(f"{place} must be a list of steps, got {type(chorale).__name__}")
             if len(chorale) < 2:
-                raise ValueError(f"{source}: {split} chorale {index} has {len(chorale)} steps; next-step "
-                                 f"prediction needs at least 2")
+                raise DatasetError(f"{place} has {len(chorale)} steps; next-step prediction needs at least 2")
+            for step_index, step in enumerate(chorale):
+                if not isinstance(step, _SEQUENCES) or any(
+                        isinstance(p, bool) or not isinstance(p, numbers.Real) or not float(p).is_integer()
+                        for p in step):
+                    raise DatasetError(f"{place}, step {step_index} must be a list of pitch numbers, got {step!r}")
             pitches = [p for step in chorale for p in step]
             if pitches and (min(pitches) < LOWEST_PITCH or max(pitches) > HIGHEST_PITCH
                             or any(float(p) != int(p) for p in pitches)):
-                raise ValueError(f"{source}: {split} chorale {index} has pitches outside the integers "
-                                 f"{LOWEST_PITCH}..{HIGHEST_PITCH}")
+                raise DatasetError(f"{place} has pitches outside the integers {LOWEST_PITCH}..{HIGHEST_PITCH}")
 
 
 def piano_roll(chorale, dtype=np.float32) -> np.ndarray:
