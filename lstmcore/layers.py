@@ -2,6 +2,9 @@
 conventions. All validation happens here, before any kernel runs."""
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 
 from lstmcore._validation import positive_int, random_seed
@@ -9,6 +12,14 @@ from lstmcore.plugins import get_variant
 from lstmcore.variant import Variant
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _physical_memory() -> int:
+    """Bytes of physical memory (a generous 2**48 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 2**48
 
 
 class LSTM:
@@ -55,6 +66,7 @@ class LSTM:
         reverse_cell = forward_cell.with_options(**(reverse_options or {})) if self.bidirectional else None
         self.cells = [forward_cell] + ([reverse_cell] if self.bidirectional else [])
 
+        self._check_parameters_fit_in_memory()
         rng = np.random.default_rng(random_seed(seed, "seed"))
         self.params: dict[str, np.ndarray] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
@@ -69,6 +81,21 @@ class LSTM:
         self.grads: dict[str, np.ndarray] = {}
         self.state_grads = None
         self._tape = None
+
+    def _check_parameters_fit_in_memory(self) -> None:
+        """Refuse, before allocating, sizes whose parameters (and as much again for their gradients) exceed the
+        machine's physical memory, saying how much they would need."""
+        def elements(in_size):
+            return sum(math.prod(shape) for cell in self.cells
+                       for shape in cell.parameter_shapes(in_size, self.hidden_size).values())
+        later = elements(self.num_directions * self.hidden_size) if self.num_layers > 1 else 0
+        needed = 2 * (elements(self.input_size) + (self.num_layers - 1) * later) * self.dtype.itemsize
+        available = _physical_memory()
+        if needed > available:
+            raise ValueError(
+                f"LSTM(input_size={self.input_size}, hidden_size={self.hidden_size}, num_layers={self.num_layers}"
+                f"{', bidirectional=True' if self.bidirectional else ''}) needs {needed / 2**30:,.3g} GiB for its "
+                f"{self.dtype.name} parameters and gradients, more than this machine's {available / 2**30:,.3g} GiB")
 
     # -- naming -------------------------------------------------------------------------------------------------------
     @property

@@ -589,3 +589,10 @@ def test_hard_sigmoid_alpha_and_beta_must_be_finite_numbers(alpha, beta, error):
         lstmcore.LSTM(2, 3, gate_activation=("hard_sigmoid", alpha, beta))
     with pytest.raises(error, match="Activation (alpha|beta) must be a finite number"):
         lstmcore.variant.Activation("hard_sigmoid", alpha, beta)
+
+
+@pytest.mark.parametrize("input_size, hidden_size, num_layers", [(3, 4, 2**63), (3, 2**63, 1), (2**62, 4, 1),
+                                                                 (3, 60000, 1)])
+def test_sizes_whose_parameters_cannot_fit_are_refused_before_allocating(input_size, hidden_size, num_layers):
+    with pytest.raises(ValueError, match=r"needs [\d.,e+]+ GiB for its float32 parameters and gradients"):
+        lstmcore.LSTM(input_size, hidden_size, num_layers=num_layers)
