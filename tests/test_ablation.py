@@ -209,6 +209,45 @@ def test_rank_tests_resist_a_far_off_trial_that_swamps_the_t_tests():
     assert found[("mann-whitney", "all")].n_variant == 24
 
 
+@pytest.mark.parametrize("paired", [False, True])
+def test_hodges_lehmann_interval_is_the_inverted_exact_rank_test(paired):
+    """The interval's ends are where the exact rank test of the shifted samples crosses alpha (scipy's own
+    exact p-values, an independent computation)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_t(3, size=11) + 0.6, rng.standard_t(3, size=11 if paired else 8)
+    test = analysis.TESTS["wilcoxon" if paired else "mann-whitney"][0]
+    *_, low, high = test(a, b, 0.95)
+
+    def p_value(shift):
+        if paired:
+            return stats.wilcoxon(a - shift - b, method="exact").pvalue
+        return stats.mannwhitneyu(a - shift, b, method="exact").pvalue
+
+    eps = 1e-9
+    assert p_value(low - eps) <= 0.05 < p_value(low + eps)
+    assert p_value(high + eps) <= 0.05 < p_value(high - eps)
+    estimate = analysis.hodges_lehmann(a, b, paired=paired)
+    assert low < estimate < high
+    # with too few trials no interval reaches 95 %: empty, not made up
+    assert all(math.isnan(v) for v in test(a[:3], b[:3], 0.95)[3:])
+
+
+def test_rank_sum_null_distribution_matches_scipy_exact_and_normal_beyond():
+    from scipy import stats
+
+    null = analysis._rank_sum_null(6, 9)
+    assert null.sum() == pytest.approx(1.0)
+    rng = np.random.default_rng(2)
+    for shift in (-2.0, -0.5, 0.0, 1.0):
+        a, b = rng.normal(size=6) + shift, rng.normal(size=9)
+        result = stats.mannwhitneyu(a, b, alternative="less", method="exact")  # P(U <= u observed)
+        assert np.cumsum(null)[int(result.statistic)] == pytest.approx(result.pvalue)
+    big = analysis._rank_sum_null(120, 100)
+    assert big.sum() == pytest.approx(1.0) and np.argmax(big) == 6000
+
+
 def test_top_ten_percent_by_validation():
     rows = [_row("v", i, test=float(i), valid=float(-i)) for i in range(30)]
     top = analysis.top_by_validation(rows, "minimize")
@@ -253,6 +292,38 @@ def test_report_from_a_trials_table(tmp_path):
     assert {c["variant"] for c in summary["comparisons"]} == {"nfg", "vanilla"}
     assert {c["test"] for c in summary["comparisons"]} == {"welch", "paired", "mann-whitney", "wilcoxon"}
     assert len(json.loads((tmp_path / "trials.json").read_text())) == len(rows)
+
+
+def test_report_warns_of_few_trials_explains_empty_intervals_and_formats_numbers_alike(tmp_path):
+    rows = _table({"peephole": 0.0, "nfg": 0.5}, n=12)
+    for row in rows:
+        row["parameter_count"] = 44682 + row["index"] % 2  # a median of .5: 44682.5, not 4.468e+04
+    config = StudyConfig(["peephole", "nfg"], trials=12, space=SearchSpace.paper().with_option(
+        "momentum=0.9").with_option("input_noise=0"))
+    text = render_report(config, rows, tmp_path).read_text()
+    lines = text.splitlines()
+    top = [line for line in lines if line.startswith("| nfg | best 10 % (few) | welch |")]
+    assert len(top) == 1 and "| 2 | 2 |" in top[0]
+    assert "**Warning: few trials.**" in text and "n = 2" in text
+    mann_whitney = next(line for line in lines if line.startswith("| nfg | all | mann-whitney |"))
+    cells = [c.strip() for c in mann_whitney.strip("|").split("|")]
+    low, high = (float(v) for v in cells[7].strip("[]").split(","))
+    assert low < float(cells[6]) < high  # the Hodges-Lehmann shift inside its interval
+    assert "[–, –]" not in text
+    tables = [line for line in lines if line.startswith("|")]
+    assert not any("e+" in line for line in tables), [line for line in tables if "e+" in line]
+    assert "parameters incl. readout" in text and "the LSTM layers and the readout" in text
+    assert "| nfg | 44682 | 44682 | 44683 |" in text
+
+
+def test_report_leaves_rank_intervals_empty_with_too_few_trials_and_says_why(tmp_path):
+    rows = _table({"peephole": 0.0, "nfg": 0.5}, n=3)
+    config = StudyConfig(["peephole", "nfg"], trials=3, space=SearchSpace.paper().with_option(
+        "momentum=0.9").with_option("input_noise=0"))
+    text = render_report(config, rows, tmp_path).read_text()
+    wilcoxon = next(line for line in text.splitlines() if line.startswith("| nfg | all (few) | wilcoxon |"))
+    assert [c.strip() for c in wilcoxon.strip("|").split("|")][7] == ""
+    assert "Empty CI cells" in text and "Wilcoxon 6 pairs" in text and "on all trials" in text
 
 
 def test_light_import():

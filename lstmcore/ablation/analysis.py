@@ -5,7 +5,9 @@
 - Each variant against the baseline: Welch's t-test (unequal variances) with the mean difference (variant - baseline)
   and its 95 % confidence interval (Welch-Satterthwaite degrees of freedom), and Mann-Whitney's U test (ranks); in
   the paired design also the paired t-test and Wilcoxon's signed-rank test on the trial indices both variants
-  completed. p-values are adjusted for the number of comparisons by
+  completed, with the Hodges-Lehmann shift and its distribution-free interval for the rank tests (from the exact
+  null distribution of the statistic without ties; the normal one for Mann-Whitney beyond 10^4 pairs). p-values are
+  adjusted for the number of comparisons by
   Holm's step-down method (family: the variants tested against the baseline, for one trial set and one test); a
   difference is significant when the adjusted p-value is below ``alpha`` (0.05).
 - Hyperparameter importance by fANOVA (Optuna's ``FanovaImportanceEvaluator``) on the stored parameters, which are the
@@ -71,6 +73,7 @@ class Comparison:
     significant: bool = False
     verdict: str = "not significant"   # "better", "worse", "not significant" or "not tested (...)"
     median_difference: float = float("nan")  # of the differences for paired tests
+    hodges_lehmann: float = float("nan")     # the rank tests' shift estimate; ci_low/ci_high are its interval
 
 
 def _welch(a: np.ndarray, b: np.ndarray, confidence: float):
@@ -99,18 +102,79 @@ def _mann_whitney(a: np.ndarray, b: np.ndarray, confidence: float):
     if len(a) < 2 or len(b) < 2 or (np.ptp(np.concatenate([a, b])) == 0):
         return None
     result = stats.mannwhitneyu(a, b, alternative="two-sided")
-    nan = float("nan")
-    return float(result.statistic), nan, float(result.pvalue), nan, nan
+    low, high = _order_statistic_interval(np.subtract.outer(a, b).ravel(), _rank_sum_null(len(a), len(b)),
+                                          confidence)
+    return float(result.statistic), float("nan"), float(result.pvalue), low, high
 
 
 def _wilcoxon(a: np.ndarray, b: np.ndarray, confidence: float):
     from scipy import stats
 
-    if len(a) < 2 or not np.any(a - b):
+    d = a - b
+    if len(a) < 2 or not np.any(d):
         return None
     result = stats.wilcoxon(a, b)
-    nan = float("nan")
-    return float(result.statistic), nan, float(result.pvalue), nan, nan
+    low, high = _order_statistic_interval(_walsh_averages(d), _signed_rank_null(len(d)), confidence)
+    return float(result.statistic), float("nan"), float(result.pvalue), low, high
+
+
+# -- Hodges-Lehmann estimates and their intervals -------------------------------------------------------------------
+def _walsh_averages(d: np.ndarray) -> np.ndarray:
+    """(d_i + d_j) / 2 for i <= j: the Hodges-Lehmann estimate of a paired shift is their median."""
+    i, j = np.triu_indices(len(d))
+    return (d[i] + d[j]) / 2
+
+
+def hodges_lehmann(a, b, paired: bool) -> float:
+    """The Hodges-Lehmann shift of ``a`` against ``b``: median of the Walsh averages of a - b (paired), or of all
+    the differences a_i - b_j (two samples). The rank tests' estimate, as the mean difference is the t-tests'."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if not len(a) or not len(b):
+        return float("nan")
+    return float(np.median(_walsh_averages(a - b) if paired else np.subtract.outer(a, b).ravel()))
+
+
+def _signed_rank_null(n: int) -> np.ndarray:
+    """P(T+ = t), t = 0 .. n(n+1)/2, of Wilcoxon's signed-rank statistic without ties: the coefficients of
+    prod_k (1 + q^k) / 2."""
+    distribution = np.ones(1)
+    for k in range(1, n + 1):
+        shifted = np.zeros(len(distribution) + k)
+        shifted[:len(distribution)] += distribution
+        shifted[k:] += distribution
+        distribution = shifted / 2
+    return distribution
+
+
+def _rank_sum_null(m: int, n: int) -> np.ndarray:
+    """P(U = u), u = 0 .. mn, of the Mann-Whitney statistic without ties (exact up to mn = 10^4, normal beyond)."""
+    if m * n > 10_000:
+        from scipy import stats
+
+        edges = np.arange(m * n + 2) - 0.5
+        return np.diff(stats.norm.cdf(edges, loc=m * n / 2, scale=math.sqrt(m * n * (m + n + 1) / 12)))
+    # p(u; i, j) = i/(i+j) p(u - j; i-1, j) + j/(i+j) p(u; i, j-1), built up over i for every j
+    table = [np.ones(1) for _ in range(n + 1)]  # i = 0: U = 0 for any j
+    for i in range(1, m + 1):
+        row = [np.ones(1)]  # j = 0: U = 0
+        for j in range(1, n + 1):
+            current = np.zeros(i * j + 1)
+            current[j:j + len(table[j])] += i / (i + j) * table[j]
+            current[:len(row[j - 1])] += j / (i + j) * row[j - 1]
+            row.append(current)
+        table = row
+    return table[n]
+
+
+def _order_statistic_interval(estimates: np.ndarray, null: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The distribution-free interval [e_(k), e_(N+1-k)] of the N sorted ``estimates``, whose coverage is
+    1 - 2 P(S <= k - 1) under the statistic's ``null`` distribution: k is the largest with P(S <= k - 1) <= alpha/2.
+    ``nan`` bounds when no k reaches the confidence (too few trials)."""
+    k = int(np.searchsorted(np.cumsum(null), (1 - confidence) / 2 * (1 + 1e-12), side="right"))
+    if k == 0:
+        return float("nan"), float("nan")
+    ordered = np.sort(estimates)
+    return float(ordered[k - 1]), float(ordered[len(ordered) - k])
 
 
 #: test name -> (function, paired?, trial sets it runs on)
@@ -120,6 +184,9 @@ TESTS = {
     "mann-whitney": (_mann_whitney, False, ("all",)),
     "wilcoxon": (_wilcoxon, True, ("all",)),
 }
+RANK_TESTS = ("mann-whitney", "wilcoxon")
+#: fewer trials than this on either side of a comparison make its test unreliable (the report says so)
+FEW_TRIALS = 5
 
 
 def compare(rows, variants, baseline: str, direction: str, paired: bool, alpha: float = ALPHA) -> list[Comparison]:
@@ -158,6 +225,8 @@ def compare(rows, variants, baseline: str, direction: str, paired: bool, alpha: 
                 comparison = _comparison(variant, baseline, label, test, len(a), len(b), mean_diff,
                                          function(a, b, confidence))
                 comparison.median_difference = median_diff
+                if test in RANK_TESTS:
+                    comparison.hodges_lehmann = hodges_lehmann(a, b, paired=needs_pairs)
                 families.setdefault((label, test), []).append(comparison)
     out = []
     for family in families.values():
@@ -167,8 +236,8 @@ def compare(rows, variants, baseline: str, direction: str, paired: bool, alpha: 
             if math.isnan(comparison.p_value):
                 comparison.verdict = "not tested (too few trials or no spread)"
             elif comparison.significant:
-                rank_test = comparison.test in ("mann-whitney", "wilcoxon")
-                difference = comparison.median_difference if rank_test else comparison.mean_difference
+                rank_test = comparison.test in RANK_TESTS
+                difference = comparison.hodges_lehmann if rank_test else comparison.mean_difference
                 better = (difference < 0) == (direction == "minimize")
                 comparison.verdict = "better" if better else "worse"
             out.append(comparison)

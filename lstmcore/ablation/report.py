@@ -98,13 +98,32 @@ def _inline(text: str) -> str:
 
 
 def _cell(value) -> str:
+    """One number format for every table: integers (and integral floats) as integers, other floats with 4
+    significant digits, without an exponent from 1e-7 up (rounded to an integer from 1000 up)."""
     if value is None:
         return "–"
     if isinstance(value, float):
         if math.isnan(value):
             return "–"
-        return f"{value:.4g}"
+        if math.isinf(value):
+            return "∞" if value > 0 else "−∞"
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        if abs(value) >= 1000:
+            return f"{value:.0f}"
+        if abs(value) >= 1e-3:
+            return f"{value:.4g}"
+        if abs(value) >= 1e-7:  # 0.0005914, not 5.914e-04 beside 0.2753
+            return f"{value:.{3 - math.floor(math.log10(abs(value)))}f}".rstrip("0")
+        return f"{value:.3e}"
     return str(value)
+
+
+def _interval(low: float, high: float) -> str:
+    """A confidence interval's cell: empty when there is none (the report says why)."""
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return ""
+    return f"[{_cell(low)}, {_cell(high)}]"
 
 
 def _p(value: float) -> str:
@@ -162,6 +181,10 @@ def box_plots(rows, variants, baseline, direction, comparisons, metric, path: Pa
                 verdict = verdicts.get(variant, "not significant")
                 colors.append({"worse": WORSE_COLOR, "better": BETTER_COLOR}.get(verdict, PLAIN_COLOR))
                 names.append(variant + ("\n" + verdict if verdict != "not significant" else ""))
+        sizes = sorted({len(d) for d in data if d})
+        if label == "top10" and sizes:
+            title += f" (n = {sizes[0]}{'–' + str(sizes[-1]) if len(sizes) > 1 else ''} per variant" + \
+                (", few: see the warning)" if sizes[0] < analysis.FEW_TRIALS else ")")
         positions = np.arange(1, len(variants) + 1)
         present = [i for i, d in enumerate(data) if d]
         if present:
@@ -174,7 +197,7 @@ def box_plots(rows, variants, baseline, direction, comparisons, metric, path: Pa
             for i in present:
                 ax.scatter(positions[i] + rng.uniform(-0.15, 0.15, len(data[i])), data[i], s=10, color=colors[i],
                            zorder=3)
-        ax.set_xticks(positions, names, rotation=0, fontsize=8)
+        ax.set_xticks(positions, names, rotation=0, fontsize=10)
         ax.set_title(title)
         ax.set_ylabel(f"test {metric}")
         upper = _robust_upper([v for d in data for v in d], direction)
@@ -185,7 +208,7 @@ def box_plots(rows, variants, baseline, direction, comparisons, metric, path: Pa
             for position, values in zip(positions, data):
                 above = sum(v > upper for v in values)
                 if above:
-                    ax.annotate(f"{above} above", (position, upper), ha="center", va="top", fontsize=7,
+                    ax.annotate(f"{above} above", (position, upper), ha="center", va="top", fontsize=9,
                                 color=WORSE_COLOR)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -194,22 +217,35 @@ def box_plots(rows, variants, baseline, direction, comparisons, metric, path: Pa
     return clipped
 
 
+#: nine variants (the Odyssey group) told apart by colour and marker: the Okabe-Ito colour-blind-safe colours
+#: with a black and a grey, each with its own marker shape.
+VARIANT_STYLES = [("#000000", "o"), ("#E69F00", "s"), ("#56B4E9", "^"), ("#009E73", "D"), ("#F0E442", "v"),
+                  ("#0072B2", "P"), ("#D55E00", "X"), ("#CC79A7", "*"), ("#999999", "<"), ("#882255", ">")]
+
+
 def hyperparameter_plots(rows, variants, space, metric, direction, path: Path) -> None:
     plt = _pyplot()
     dims = [d for d in space.searched]
     order = sorted(dims, key=lambda d: {"learning_rate": 0, "hidden_size": 1}.get(d.name, 2))
-    fig, axes = plt.subplots(1, len(order), figsize=(4.2 * len(order), 4), squeeze=False)
-    cmap = plt.get_cmap("tab10")
+    columns = min(2, len(order))  # two panels a row: readable at the width of the HTML page
+    rows_of_panels = math.ceil(len(order) / columns)
+    width = 5.5 * columns
+    legend_columns = max(1, min(len(variants), int(width / 1.2)))
+    legend_height = 0.35 * math.ceil(len(variants) / legend_columns) + 0.2  # inches below the panels
+    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(width, 4.2 * rows_of_panels + legend_height),
+                             squeeze=False)
     all_values = [r["test"] for r in rows if r["state"] == "COMPLETE" and r.get("test") is not None]
     upper = _robust_upper(all_values, direction)
-    for ax, dim in zip(axes[0], order):
+    for ax, dim in zip(axes.flat, order):
         for k, variant in enumerate(variants):
             done = analysis.completed(rows, variant)
             xs = [r["hyperparameters"][dim.name] for r in done]
             ys = [r["test"] for r in done]
             if dim.distribution == "one_minus_log_uniform":
                 xs = [1 - x for x in xs]
-            ax.scatter(xs, ys, s=12, alpha=0.75, color=cmap(k % 10), label=variant)
+            color, marker = VARIANT_STYLES[k % len(VARIANT_STYLES)]
+            ax.scatter(xs, ys, s=28, alpha=0.8, color=color, marker=marker, edgecolors="#333333", linewidths=0.3,
+                       label=variant)
         if dim.distribution in ("log_uniform", "one_minus_log_uniform"):
             from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -219,14 +255,19 @@ def hyperparameter_plots(rows, variants, space, metric, direction, path: Path) -
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("1 - " + dim.name if dim.distribution == "one_minus_log_uniform" else dim.name)
-        ax.set_ylabel(f"test {metric}")
+        ax.set_xlabel("1 - " + dim.name if dim.distribution == "one_minus_log_uniform" else dim.name, fontsize=12)
+        ax.set_ylabel(f"test {metric}", fontsize=12)
+        ax.tick_params(labelsize=11)
         if upper is not None and all_values:
             low = min(all_values)
             ax.set_ylim(low - 0.05 * (upper - low), upper)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    for ax in list(axes.flat)[len(order):]:
+        ax.set_visible(False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=legend_columns, fontsize=12, markerscale=1.5,
+               frameon=False, columnspacing=1.0, handletextpad=0.3)
+    fig.tight_layout(rect=(0, legend_height / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -241,10 +282,10 @@ def importance_plot(importances: dict[str, dict | None], parameters: list[str], 
     x = np.arange(len(groups))
     for k, parameter in enumerate(parameters):
         ax.bar(x + k * width, [importances[g].get(parameter, 0.0) for g in groups], width, label=parameter)
-    ax.set_xticks(x + width * (len(parameters) - 1) / 2, groups, fontsize=8)
+    ax.set_xticks(x + width * (len(parameters) - 1) / 2, groups, fontsize=10)
     ax.set_ylabel("fANOVA importance (fraction of variance)")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=10, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=max(1, len(parameters)), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -338,14 +379,16 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
                for s in summaries])
 
     doc.heading(f"Tests against the baseline `{baseline}`")
-    headers = ["variant", "trials", "test", "n", "n baseline", "mean diff", f"{int(100 * (1 - alpha))} % CI",
-               "median diff", "statistic", "df", "p", f"p ({CORRECTION_SHORT})", "verdict"]
+    headers = ["variant", "trials", "test", "n", "n baseline", "mean diff", "HL shift",
+               f"{int(100 * (1 - alpha))} % CI", "statistic", "df", "p", f"p ({CORRECTION_SHORT})", "verdict"]
     order = list(analysis.TESTS)
     table = []
     for c in sorted(comparisons, key=lambda c: (order.index(c.test), c.trials != "all", variants.index(c.variant))):
         verdict = f"**{c.verdict}**" if c.significant else c.verdict
-        table.append([c.variant, "all" if c.trials == "all" else "best 10 %", c.test, c.n_variant, c.n_baseline,
-                      c.mean_difference, f"[{_cell(c.ci_low)}, {_cell(c.ci_high)}]", c.median_difference,
+        few = min(c.n_variant, c.n_baseline) < analysis.FEW_TRIALS
+        table.append([c.variant, ("all" if c.trials == "all" else "best 10 %") + (" (few)" if few else ""), c.test,
+                      c.n_variant, c.n_baseline, c.mean_difference,
+                      c.hodges_lehmann if c.test in analysis.RANK_TESTS else "", _interval(c.ci_low, c.ci_high),
                       c.statistic, c.df, _p(c.p_value), _p(c.p_adjusted), verdict])
     doc.table(headers, table)
     doc.paragraph("Differences are variant − baseline in test " + metric + " (for the paired tests, of the "
@@ -353,8 +396,26 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
                   "degrees of freedom; the paper's test), statistic t. `paired`: paired t-test on the trials with "
                   "the same index (the same hyperparameter setting) completed by both. `mann-whitney` (U) and "
                   "`wilcoxon` (signed-rank, paired): rank tests, which a few far-off trials cannot swamp; their "
-                  "verdict follows the median difference. Each family (one trial set, one test) is corrected "
-                  f"separately by {analysis.CORRECTION}.")
+                  "estimate is the Hodges–Lehmann shift (HL: the median of the differences of every variant trial "
+                  "with every baseline trial, or of the Walsh averages of the paired differences), their verdict "
+                  "follows its sign, and their CI is its distribution-free interval from the ordered differences. "
+                  "The CI is that of the mean difference for the t-tests. Each family (one trial set, one test) is "
+                  f"corrected separately by {analysis.CORRECTION}.")
+    missing_ci = [c for c in comparisons if _interval(c.ci_low, c.ci_high) == ""]
+    if missing_ci:
+        doc.paragraph(f"Empty CI cells: {len(missing_ci)} comparison(s) have no interval — a test that was not run "
+                      f"(too few trials or no spread), or a rank test with so few trials that no interval from the "
+                      f"ordered differences reaches {int(100 * (1 - alpha))} % (Mann–Whitney needs at least 4 + 4 "
+                      f"trials, Wilcoxon 6 pairs, at 95 %).")
+    few = [c for c in comparisons if 0 < min(c.n_variant, c.n_baseline) < analysis.FEW_TRIALS]
+    if few:
+        sizes = sorted({min(c.n_variant, c.n_baseline) for c in few})
+        sets = sorted({"the best 10 %" if c.trials == "top10" else "all trials" for c in few})
+        doc.paragraph(f"**Warning: few trials.** {len(few)} test(s) (marked \"few\", on {' and '.join(sets)}) "
+                      f"compare only n = {', '.join(map(str, sizes))} trial(s) on a side, fewer than "
+                      f"{analysis.FEW_TRIALS}: they can hardly detect a difference, and a significant one rests on a "
+                      f"handful of trials. The best 10 % reach n ≥ {analysis.FEW_TRIALS} with "
+                      f"{10 * (analysis.FEW_TRIALS - 1) + 1} or more completed trials per variant.")
 
     doc.heading("Hyperparameters (Fig. 4 and 5 of the paper)")
     if any_complete and config.space.searched:
@@ -374,12 +435,14 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
                    for name, values in importances.items()])
 
     doc.heading("Cost: parameters and training time")
-    doc.table(["variant", "parameters (median)", "min", "max", "epochs (median)", "s/epoch (median)",
+    doc.table(["variant", "parameters incl. readout (median)", "min", "max", "epochs (median)", "s/epoch (median)",
                "s/trial (median)", "total trial time (s)"],
               [[s.variant, s.parameter_count_median, s.parameter_count_min, s.parameter_count_max, s.epochs_median,
                 s.seconds_per_epoch_median, s.wall_time_median, s.wall_time_total] for s in summaries])
-    doc.paragraph("Parameter counts vary with each trial's hidden size. Times are wall-clock per trial "
-                  "(dataset loading, training and evaluation) on the machine that ran it.")
+    doc.paragraph("Parameter counts are of the whole model: the LSTM layers and the readout (the output layer, "
+                  "`W_out` and `b_out`: (directions × hidden size + 1) × outputs), as `SequenceModel.parameter_count()` counts them; they vary "
+                  "with each trial's hidden size. `lstmcore variants` lists the LSTM layer's count alone. Times are "
+                  "wall-clock per trial (dataset loading, training and evaluation) on the machine that ran it.")
 
     failures = [r for r in rows if r["state"] == "FAIL"]
     if failures:
