@@ -78,6 +78,12 @@ def _variants(args) -> int:
         count = variant.parameter_count(args.input_size, args.hidden_size)
         print(f"{name:<12} {registry.source(name):<24} {count:>24} {'yes' if variant.compiled else 'no':>9}  "
               f"{variant.description}")
+    for failure in registry.failures:  # a plugin that did not load still gets its row
+        print(f"{'(failed)':<12} {failure.source:<24} {'-':>24} {'-':>9}  {failure.problem}; {failure.consequence}")
+    if registry.failures:
+        print(f"lstmcore variants: {len(registry.failures)} plugin problem(s); the variants above are usable, the "
+              f"failed rows are not (LSTMCORE_STRICT_PLUGINS=1 makes them errors)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -102,7 +108,32 @@ def main(argv=None) -> int:
 
     add_ablation_commands(sub)
     args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(args)
+
+
+def run_command(args) -> int:
+    """Run a parsed command; every failure is one line on stderr, never a traceback: exit 2 for a problem with what
+    was asked (bad arguments, files, storage, plugins), 130 for an interrupt, 1 for an unexpected internal error
+    (``LSTMCORE_TRACEBACK=1`` shows its traceback)."""
+    import os
+
+    from lstmcore.plugins import PluginError
+
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"lstmcore {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except PluginError as exc:
+        print(f"lstmcore {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if os.environ.get("LSTMCORE_TRACEBACK", "").strip() not in ("", "0"):
+            raise
+        text = " ".join(str(exc).split())  # one line
+        print(f"lstmcore {args.command}: internal error: {type(exc).__name__}: {text} (a bug: please report it; "
+              f"LSTMCORE_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@
 Loading is lazy (on first use) and tolerant: a plugin that fails to import, raises in its hook, registers something that
 is not a ``Variant`` or takes a name already registered is reported with a warning naming its distribution and skipped.
 ``LSTMCORE_STRICT_PLUGINS=1`` turns those reports into ``PluginError``; ``LSTMCORE_DISABLE_PLUGINS=1`` loads built-ins only.
+``registry.failures`` lists them (``PluginFailure``); ``lstmcore variants`` shows one row each and exits with 1.
 """
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import threading
+import traceback
 import warnings
 from dataclasses import dataclass
 
@@ -26,7 +29,62 @@ class PluginError(RuntimeError):
 
 
 class PluginWarning(UserWarning):
-    """A plugin was skipped; the message names it and says why."""
+    """A plugin was skipped; the message names it and says why. The warning points at the plugin's code (its file and
+    line, its module for warning filters), not at lstmcore."""
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin (or one of its registrations) that could not be loaded: ``source`` is its distribution and version
+    (or its in-process name), ``problem`` what went wrong, ``consequence`` what tolerant loading did about it."""
+
+    source: str
+    problem: str
+    consequence: str = "it is skipped"
+    filename: str = "<unknown>"
+    lineno: int = 0
+    module: str | None = None
+
+    def __str__(self) -> str:
+        return f"lstmcore plugin {self.source!r} {self.problem}; {self.consequence}"
+
+    @property
+    def strict_message(self) -> str:
+        return (f"lstmcore plugin {self.source!r} {self.problem} (LSTMCORE_STRICT_PLUGINS=1: a plugin that fails "
+                f"to load is an error; unset it to skip the plugin with a warning)")
+
+
+_NOT_THE_PLUGIN = (os.path.dirname(os.path.abspath(__file__)) + os.sep, os.path.dirname(pluggy.__file__) + os.sep,
+                   os.path.dirname(importlib.__file__) + os.sep, "<frozen ")
+
+
+def _plugin_location(module_name: str | None, error: BaseException | None = None, function=None,
+                     frame_summary=None) -> dict:
+    """Where a warning about a plugin should point: the deepest frame of ``error``'s traceback in the plugin's
+    package, else the place given (a registration call, the hook function), else the plugin's module file."""
+    top = (module_name or "").split(".")[0]
+    if error is not None:
+        best = None
+        for frame, lineno in traceback.walk_tb(error.__traceback__):
+            name = frame.f_globals.get("__name__", "")
+            in_plugin = top and (name == top or name.startswith(top + "."))
+            if in_plugin or (best is None and not frame.f_code.co_filename.startswith(_NOT_THE_PLUGIN)):
+                best = (frame.f_code.co_filename, lineno)
+        if isinstance(error, SyntaxError) and error.filename:  # the plugin's own file is not in the traceback
+            best = (error.filename, error.lineno or 0)
+        if best is not None:
+            return {"filename": best[0], "lineno": best[1], "module": module_name}
+    if frame_summary is not None:
+        return {"filename": frame_summary.filename, "lineno": frame_summary.lineno or 0, "module": module_name}
+    code = getattr(function, "__code__", None)
+    if code is not None:
+        return {"filename": code.co_filename, "lineno": code.co_firstlineno, "module": module_name}
+    try:
+        spec = importlib.util.find_spec(module_name) if module_name else None
+    except (ImportError, ValueError):
+        spec = None
+    origin = getattr(spec, "origin", None)
+    return {"filename": origin or module_name or "<unknown>", "lineno": 1 if origin else 0, "module": module_name}
 
 
 @dataclass(frozen=True)
@@ -47,50 +105,62 @@ class Registry:
         self._variants: dict[str, Registration] | None = None
         self.plugin_manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.plugin_manager.add_hookspecs(hookspecs)
-        self.failures: list[str] = []
+        self.failures: list[PluginFailure] = []
         self._loaded_sources: set[str] = set()
         self._in_process: dict[str, object] = {}
 
     # -- loading ----------------------------------------------------------------------------------------------------
-    def _report(self, message: str) -> None:
-        self.failures.append(message)
+    def _report(self, failure: PluginFailure) -> None:
+        self.failures.append(failure)
         if _env_flag("LSTMCORE_STRICT_PLUGINS"):
-            raise PluginError(message)
-        warnings.warn(message, PluginWarning, stacklevel=4)
+            raise PluginError(failure.strict_message)
+        # attributed to the plugin: its file and line, and its module for warning filters
+        warnings.warn_explicit(str(failure), PluginWarning, failure.filename, failure.lineno,
+                               module=failure.module or failure.source)
 
     def _collect(self, plugin, source: str, variants: dict[str, Registration]) -> None:
         """Register one plugin with pluggy, call its hook and add what it registers."""
         pm = self.plugin_manager
+        module_name = getattr(plugin, "__name__", None) or type(plugin).__module__
+        hook = getattr(plugin, "register_variants", None)
+
+        def report(problem, consequence="it is skipped", **where):
+            self._report(PluginFailure(source, problem, consequence,
+                                       **_plugin_location(module_name, function=hook, **where)))
+
         if pm.get_plugin(source) is None:
             try:
                 pm.register(plugin, name=source)
             except Exception as exc:  # pluggy.PluginValidationError (wrong hook signature), or already registered
-                self._report(f"lstmcore plugin {source!r} is not a valid plugin: {type(exc).__name__}: {exc}")
+                report(f"is not a valid plugin: {type(exc).__name__}: {exc}")
                 return
         impls = [impl for impl in pm.hook.register_variants.get_hookimpls() if impl.plugin is plugin]
         if not impls:
-            if callable(getattr(plugin, "register_variants", None)):
-                self._report(f"lstmcore plugin {source!r} defines register_variants without the "
-                             "@lstmcore.hookimpl marker; it is ignored")
+            if callable(hook):
+                report("defines register_variants without the @lstmcore.hookimpl marker", "it is ignored")
             return
-        found: list[Variant] = []
+        found: list[tuple[Variant, traceback.FrameSummary]] = []
+
+        def register(variant):
+            found.append((variant, traceback.extract_stack(limit=2)[0]))  # where the plugin called register
+
         for impl in impls:
             try:
-                impl.function(register=found.append)
+                impl.function(register=register)
             except Exception as exc:  # a plugin's bug must not take the others down
-                self._report(f"lstmcore plugin {source!r} raised in register_variants: {type(exc).__name__}: {exc}")
+                report(f"raised in register_variants: {type(exc).__name__}: {exc}", error=exc)
                 return
-        for variant in found:
+        for variant, called_at in found:
             if not isinstance(variant, Variant):
-                self._report(f"lstmcore plugin {source!r} registered {variant!r}, which is not a lstmcore.Variant")
+                report(f"registered {variant!r}, which is not a lstmcore.Variant", frame_summary=called_at)
                 continue
             name = getattr(variant, "name", None)
             if not isinstance(name, str) or not name:
-                self._report(f"lstmcore plugin {source!r} registered a variant without a name")
+                report("registered a variant without a name", frame_summary=called_at)
                 continue
             if name in variants:
-                self._report(f"variant {name!r} from {source!r} is already registered by "
-                             f"{variants[name].source!r}; the second registration is skipped")
+                report(f"registered variant {name!r}, which is already registered by {variants[name].source!r}",
+                       "the second registration is skipped", frame_summary=called_at)
                 continue
             variants[name] = Registration(variant, source)
 
@@ -122,8 +192,10 @@ class Registry:
                     try:
                         plugin = ep.load()
                     except Exception as exc:
-                        self._report(f"lstmcore plugin {source!r} (entry point {ep.name} = {ep.value}) failed to "
-                                     f"import: {type(exc).__name__}: {exc}")
+                        self._report(PluginFailure(
+                            source, f"(entry point {ep.name} = {ep.value}) failed to import: "
+                                    f"{type(exc).__name__}: {exc}",
+                            **_plugin_location(ep.value.partition(":")[0].strip(), error=exc)))
                         continue
                     self._loaded_sources.add(source)
                     self._collect(plugin, source, variants)

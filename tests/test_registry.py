@@ -106,7 +106,7 @@ def test_plugin_registered_before_loading_is_collected_on_first_use():
 
 def test_duplicate_name_is_reported_naming_both_sources_and_skipped():
     registry = Registry()
-    with pytest.warns(PluginWarning, match=r"'vanilla'.*'dup_plugin'.*'built-in'"):
+    with pytest.warns(PluginWarning, match=r"'dup_plugin'.*'vanilla'.*'built-in'"):
         registry.register_plugin(_plugin("dup_plugin", _cell("vanilla", peepholes=True), _cell("fine")))
         registry.names()
     assert registry.source("vanilla") == "built-in" and registry.get("vanilla").peepholes is False
@@ -120,7 +120,7 @@ def test_hook_that_raises_is_reported_and_the_others_load():
     with pytest.warns(PluginWarning, match=r"'broken' raised in register_variants: RuntimeError: boom"):
         names = registry.names()
     assert "works" in names and set(ODYSSEY) <= set(names)
-    assert any("boom" in failure for failure in registry.failures)
+    assert any("boom" in str(failure) for failure in registry.failures)
 
 
 def test_registering_something_that_is_not_a_variant_is_reported():
@@ -232,7 +232,7 @@ def test_entry_point_duplicate_of_a_builtin_names_both(site):
     source = GOOD_PLUGIN.replace('"ep-softsign"', '"peephole"')
     _install_distribution(site, "lstmcore-test-dup", "2.0", "lstmcore_test_ep_dup", source)
     registry = Registry()
-    with pytest.warns(PluginWarning, match=r"'peephole'.*'lstmcore-test-dup 2.0'.*'built-in'"):
+    with pytest.warns(PluginWarning, match=r"'lstmcore-test-dup 2.0'.*'peephole'.*'built-in'"):
         assert registry.source("peephole") == "built-in"
 
 
@@ -241,6 +241,70 @@ def test_strict_mode_with_a_broken_entry_point(site, monkeypatch):
     monkeypatch.setenv("LSTMCORE_STRICT_PLUGINS", "1")
     with pytest.raises(PluginError, match="lstmcore-test-broken"):
         Registry().names()
+
+
+def test_warnings_point_at_the_plugin_not_at_lstmcore(site):
+    """The warning's file, line and module are the plugin's, so the user sees whose code to fix (and can filter it)."""
+    _install_distribution(site, "lstmcore-test-broken", "0.1", "lstmcore_test_ep_broken",
+                          "X = 1\nimport a_module_that_does_not_exist\n")
+    _install_distribution(site, "lstmcore-test-odd", "0.2", "lstmcore_test_ep_odd", """
+        import lstmcore
+
+        @lstmcore.hookimpl
+        def register_variants(register):
+            register(lstmcore.GatedCell("ep-fine", peepholes=True))
+            register("not a variant")
+    """)
+    _install_distribution(site, "lstmcore-test-boom", "0.3", "lstmcore_test_ep_boom", """
+        import lstmcore
+
+        @lstmcore.hookimpl
+        def register_variants(register):
+            raise RuntimeError("boom")
+    """)
+    with pytest.warns(PluginWarning) as caught:
+        names = Registry().names()
+    assert "ep-fine" in names
+    by_source = {str(w.message).split("'")[1]: w for w in caught}
+    assert set(by_source) == {"lstmcore-test-broken 0.1", "lstmcore-test-odd 0.2", "lstmcore-test-boom 0.3"}
+    for source, line in [("lstmcore-test-broken 0.1", 2), ("lstmcore-test-odd 0.2", 7), ("lstmcore-test-boom 0.3", 6)]:
+        module = "lstmcore_test_ep_" + source.split("-")[2].split(" ")[0]
+        assert (by_source[source].filename, by_source[source].lineno) == (str(site / f"{module}.py"), line)
+    import lstmcore.plugins
+
+    assert not any(w.filename.startswith(str(__import__("pathlib").Path(lstmcore.plugins.__file__).parent))
+                   for w in caught)
+    with __import__("warnings").catch_warnings():  # a filter on the plugin's module silences it alone
+        __import__("warnings").filterwarnings("error")
+        __import__("warnings").filterwarnings("ignore", module="lstmcore_test_ep_")
+        Registry().names()
+
+
+def test_strict_mode_says_the_plugin_failed_not_that_it_is_skipped(site, monkeypatch):
+    _install_distribution(site, "lstmcore-test-broken", "0.1", "lstmcore_test_ep_broken", "raise ImportError('x')\n")
+    monkeypatch.setenv("LSTMCORE_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginError) as info:
+        Registry().names()
+    message = str(info.value)
+    assert "failed to import" in message and "LSTMCORE_STRICT_PLUGINS=1" in message
+    assert "skipped" not in message and "ignored" not in message
+
+
+def test_lstmcore_variants_shows_a_failed_plugin_and_exits_non_zero(site):
+    import os
+    import subprocess
+
+    _install_distribution(site, "lstmcore-test-broken", "0.1", "lstmcore_test_ep_broken", "raise ImportError('x')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    env.pop("LSTMCORE_STRICT_PLUGINS", None)
+    done = subprocess.run([sys.executable, "-m", "lstmcore", "variants"], capture_output=True, text=True, env=env)
+    assert done.returncode == 1
+    row = [line for line in done.stdout.splitlines() if "lstmcore-test-broken 0.1" in line]
+    assert len(row) == 1 and row[0].startswith("(failed)") and "failed to import: ImportError: x" in row[0]
+    assert "peephole" in done.stdout and "1 plugin problem" in done.stderr and "Traceback" not in done.stderr
+    env["LSTMCORE_STRICT_PLUGINS"] = "1"
+    strict = subprocess.run([sys.executable, "-m", "lstmcore", "variants"], capture_output=True, text=True, env=env)
+    assert strict.returncode == 2 and strict.stderr.count("\n") == 1 and "failed to import" in strict.stderr
 
 
 def test_disabled_mode_loads_only_the_builtins(site, monkeypatch):
