@@ -12,6 +12,8 @@ def _demo(args) -> int:
     """Forward and backward of the three core variants on random data, with a finite-difference spot check."""
     import lstmcore
 
+    if not _known_variants(args.variants, "demo"):
+        return 2
     rng = np.random.default_rng(args.seed)
     T, B, I, H = args.steps, args.batch, args.input_size, args.hidden_size
     x = rng.normal(size=(T, B, I)).astype(np.float32)
@@ -31,6 +33,19 @@ def _demo(args) -> int:
               f"{np.linalg.norm(h_n):>8.3f} {error:>11.1e}")
     print("grad check: largest |analytic - central difference| over 20 weights of a float64 copy")
     return 0
+
+
+def _known_variants(names, command: str) -> bool:
+    """Whether every name is a registered variant (else one line on stderr)."""
+    import lstmcore
+
+    for name in names:
+        try:
+            lstmcore.get_variant(name)
+        except KeyError as exc:
+            print(f"lstmcore {command}: {exc.args[0]}", file=sys.stderr)
+            return False
+    return True
 
 
 def _spot_check(lstmcore, name, rng) -> float:
@@ -64,6 +79,9 @@ def _variants(args) -> int:
     if args.check:
         from lstmcore.testing import check_variant
 
+        if not _known_variants(args.check, "variants"):
+            return 2
+
         failed = 0
         for name in args.check:
             report = check_variant(name)
@@ -87,20 +105,44 @@ def _variants(args) -> int:
     return 0
 
 
+def _integer_type(minimum: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive = _integer_type(1, "a positive integer")
+_natural = _integer_type(0, "an integer >= 0")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad command lines get one line (what is wrong and where the help is) and exit status 2, not the usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="lstmcore", description=__doc__)
+    parser = _Parser(prog="lstmcore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="forward and backward of vanilla, peephole and coupled on random data")
     demo.add_argument("--variants", type=lambda s: s.split(","), default=["vanilla", "peephole", "coupled"])
-    demo.add_argument("--steps", type=int, default=50)
-    demo.add_argument("--batch", type=int, default=8)
-    demo.add_argument("--input-size", type=int, default=16)
-    demo.add_argument("--hidden-size", type=int, default=32)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--steps", type=_positive, default=50)
+    demo.add_argument("--batch", type=_positive, default=8)
+    demo.add_argument("--input-size", type=_positive, default=16)
+    demo.add_argument("--hidden-size", type=_positive, default=32)
+    demo.add_argument("--seed", type=_natural, default=0)
     demo.set_defaults(func=_demo)
     variants = sub.add_parser("variants", help="list the registered variants")
-    variants.add_argument("--input-size", type=int, default=88)
-    variants.add_argument("--hidden-size", type=int, default=100)
+    variants.add_argument("--input-size", type=_positive, default=88)
+    variants.add_argument("--hidden-size", type=_positive, default=100)
     variants.add_argument("--check", nargs="+", metavar="NAME",
                           help="run the conformance kit (lstmcore.testing.check_variant) on these variants")
     variants.set_defaults(func=_variants)

@@ -64,13 +64,32 @@ def test_divergent_and_raising_trials_are_recorded_and_the_study_goes_on(tmp_pat
     assert run_study(diverging, tmp_path / "diverge", jobs=1, blas_threads=1, quiet=True).ran == 0
     assert run_study(diverging, tmp_path / "diverge", jobs=1, blas_threads=1, quiet=True, retry_failed=True).ran == 4
 
-    raising = StudyConfig.from_tables(TINY, {"study": {"dataset": "no_such_module_for_lstmcore:load"}})
+
+def test_a_trial_that_raises_is_recorded_with_its_traceback(tmp_path, monkeypatch):
+    (tmp_path / "worker_only_failure.py").write_text(
+        WORKER_ONLY + "        raise LookupError('no data on this worker')\n"
+        "    return adding_problem(length=5, n_train=8, n_valid=4, n_test=4)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers get the parent's sys.path
+    raising = StudyConfig.from_tables(TINY, {"study": {"dataset": "worker_only_failure:load"}})
     summary = run_study(raising, tmp_path / "raise", jobs=1, blas_threads=1, quiet=True)
     rows = trial_rows(load_study(tmp_path / "raise"))
     assert summary.failed == 4
-    assert all(r["status"] == "error" and "ModuleNotFoundError" in r["reason"] for r in rows)
+    assert all(r["status"] == "error" and "LookupError: no data on this worker" in r["reason"] for r in rows)
     trial = load_study(tmp_path / "raise").get_trials()[0]
-    assert "no_such_module_for_lstmcore" in trial.user_attrs["traceback"]
+    assert "worker_only_failure.py" in trial.user_attrs["traceback"]
+
+
+#: a dataset that loads in the coordinator (which checks it before any trial) and misbehaves in the workers
+WORKER_ONLY = """
+import multiprocessing
+import os
+
+from lstmcore.datasets import adding_problem
+
+
+def load():
+    if multiprocessing.parent_process() is not None:  # a worker process
+"""
 
 
 def test_a_study_directory_refuses_another_plan(tmp_path):
@@ -197,7 +216,8 @@ def test_user_dataset_and_an_rdb_storage_url(tmp_path, monkeypatch):
 
 
 def test_a_worker_process_that_dies_is_recorded_and_the_pool_restarts(tmp_path, monkeypatch):
-    (tmp_path / "crashing_dataset.py").write_text("import os\n\ndef load():\n    os._exit(3)\n")
+    (tmp_path / "crashing_dataset.py").write_text(WORKER_ONLY + "        os._exit(3)\n"
+                                                  "    return adding_problem(length=5, n_train=8, n_valid=4, n_test=4)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     config = StudyConfig.from_tables(TINY, {"study": {"dataset": "crashing_dataset:load", "variants": "vanilla"}})
     summary = run_study(config, tmp_path / "study", jobs=1, blas_threads=1, quiet=True)

@@ -64,6 +64,9 @@ def add_commands(subparsers) -> None:
                                                         "in DIR")
     where.add_argument("--retry-failed", action="store_true",
                        help="re-run trials that failed (diverged or raised) in an earlier run")
+    where.add_argument("--accept-variant-changes", action="store_true",
+                       help="resume although a variant changed since the study ran it (another plugin version or "
+                            "spec); the change is recorded in study.json")
     where.add_argument("--quiet", action="store_true", help="log lines instead of the live progress display")
     where.add_argument("--report", action="store_true", help="write the report when the study is complete")
     ablate.set_defaults(func=ablate_command)
@@ -115,7 +118,8 @@ def ablate_command(args) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         summary = run_study(config, args.out, jobs=args.jobs, dask=args.dask, storage=args.storage,
-                            blas_threads=args.threads, quiet=args.quiet, retry_failed=args.retry_failed)
+                            blas_threads=args.threads, quiet=args.quiet, retry_failed=args.retry_failed,
+                            accept_variant_changes=args.accept_variant_changes)
     except StudyInterrupted as exc:
         print(f"lstmcore ablate: {exc}", file=sys.stderr)
         return 130
@@ -136,11 +140,17 @@ def report_command(args) -> int:
     from lstmcore.ablation import require
     from lstmcore.ablation.report import write_report
 
+    from lstmcore.ablation.config import ConfigError
+
     try:
         require()
         path = write_report(args.dir, args.out, alpha=args.alpha)
-    except (FileNotFoundError, ImportError) as exc:
+    except (FileNotFoundError, ImportError, ConfigError) as exc:
         print(f"lstmcore report: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the report's folder cannot be written (a file in the way, permissions)
+        print(f"lstmcore report: cannot write the report to {exc.filename or args.out}: {exc.strerror or exc}",
+              file=sys.stderr)
         return 2
     print(f"report: {path} and {path.with_suffix('.html')} (trials.csv, trials.json, summary.json beside them)")
     return 0

@@ -9,6 +9,7 @@ A TOML file has up to five tables (every key optional)::
     seed = 0                        # base seed of the whole plan
     independent = false             # true: each variant samples its own hyperparameters (the paper); false: paired
     baseline = "peephole"           # the variant the others are tested against (default: peephole if present)
+    name = "jsb-2026"               # the study's name in its storage (default: a unique one, chosen on the first run)
 
     [dataset]                       # keyword arguments of load_dataset
     path = "jsb-chorales-quarter.json"
@@ -58,6 +59,11 @@ QUICK_PRESET = {
 }
 
 
+#: the ``lstmcore ablate`` option of a [training] key, for error messages
+CLI_FLAGS = {"max_epochs": "--epochs", "patience": "--patience", "batch_size": "--batch-size",
+             "time_budget": "--time-budget"}
+
+
 class ConfigError(ValueError):
     """A study configuration that cannot be used; the message says which key and why."""
 
@@ -76,17 +82,21 @@ class StudyConfig:
     seed: int = 0
     independent: bool = False
     baseline: str | None = None
-    name: str = "lstmcore-ablation"
+    name: str | None = None  # the study's name in its storage; None: a new study gets a unique one when it first runs
 
     def __post_init__(self):
         if not self.variants:
             raise ConfigError("a study needs at least one variant")
         if len(set(self.variants)) != len(self.variants):
             raise ConfigError(f"variants listed twice: {self.variants}")
-        if not isinstance(self.trials, int) or self.trials < 0:
-            raise ConfigError(f"trials must be a non-negative integer, got {self.trials!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
+            raise ConfigError(f"trials (--trials, or trials in [study]) must be a positive integer, got "
+                              f"{self.trials!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed (--seed, or seed in [study]) must be a non-negative integer, got {self.seed!r}")
+        self._check_training_and_model()
+        if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
+            raise ConfigError(f"name in [study] must be a non-empty string, got {self.name!r}")
         if self.baseline is None:
             self.baseline = "peephole" if "peephole" in self.variants else self.variants[0]
         if self.baseline not in self.variants:
@@ -94,6 +104,27 @@ class StudyConfig:
         clash = set(self.training) & set(self.space.dimensions)
         if clash:
             raise ConfigError(f"{sorted(clash)} set both in [training] and in [space]; keep one")
+
+    def _check_training_and_model(self) -> None:
+        """The [training] table as ``fit`` checks it and the [model] table as ``SequenceModel`` needs it, now: a bad
+        value must stop the command before any trial runs, not fail every trial."""
+        from lstmcore.training import check_fit_options
+
+        try:
+            check_fit_options(**self.training)
+        except (TypeError, ValueError) as exc:
+            name = str(exc).split(" ")[0]
+            flag = CLI_FLAGS.get(name)
+            where = f"{flag}, or {name} in [training]" if flag else f"{name} in [training]"
+            raise ConfigError(f"{exc} ({where})") from None
+        model = self.model
+        layers = model.get("num_layers", 1)
+        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+            raise ConfigError(f"num_layers in [model] must be a positive integer, got {layers!r}")
+        if not isinstance(model.get("bidirectional", False), bool):
+            raise ConfigError(f"bidirectional in [model] must be true or false, got {model['bidirectional']!r}")
+        if model.get("dtype", "float32") not in ("float32", "float64"):
+            raise ConfigError(f"dtype in [model] must be \"float32\" or \"float64\", got {model['dtype']!r}")
 
     # -- identity -----------------------------------------------------------------------------------------------------
     def plan_definition(self) -> dict:
@@ -171,7 +202,7 @@ class StudyConfig:
             seed=study.get("seed", 0),
             independent=bool(study.get("independent", False)),
             baseline=study.get("baseline"),
-            name=str(study.get("name", "lstmcore-ablation")),
+            name=study.get("name"),
         )
 
 

@@ -10,6 +10,9 @@ import concurrent.futures
 import multiprocessing
 import os
 import signal
+import sys
+import threading
+import time
 
 from lstmcore.ablation.trial import run_trial
 
@@ -28,7 +31,33 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _init_worker(blas_threads: int) -> None:
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker when its coordinator dies, however it dies (SIGKILL included): on Linux the kernel sends us
+    SIGKILL when the parent exits (``prctl(PR_SET_PDEATHSIG)``); everywhere a watchdog thread checks every second
+    that the parent is still ours (an orphan is re-parented, so ``getppid`` changes)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl (an unusual libc): the watchdog still works
+            pass
+    if os.getppid() != parent_pid:  # the coordinator died before we got here
+        os._exit(1)
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="lstmcore-parent-watchdog", daemon=True).start()
+
+
+def _init_worker(blas_threads: int, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     # The coordinator decides what an interrupt means (it records the running trials as interrupted and stops us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # For the BLAS libraries this process loads from now on; run_trial also limits the loaded ones for each trial.
@@ -36,15 +65,26 @@ def _init_worker(blas_threads: int) -> None:
         os.environ[name] = str(blas_threads)
 
 
+def _count(value, option: str, default: int) -> int:
+    """A worker or thread count from the command line or the API (``None``: ``default``)."""
+    from lstmcore._validation import positive_int
+    from lstmcore.ablation.config import ConfigError
+
+    if value is None:
+        return default
+    try:
+        return positive_int(value, option)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 class LocalExecutor:
     """``jobs`` worker processes (``spawn`` context: no inherited locks or BLAS thread pools)."""
 
     def __init__(self, jobs: int | None = None, blas_threads: int | None = None):
         cores = available_cores()
-        self.capacity = int(jobs) if jobs else cores
-        if self.capacity < 1:
-            raise ValueError(f"--jobs must be at least 1, got {jobs}")
-        self.blas_threads = int(blas_threads) if blas_threads else max(1, cores // self.capacity)
+        self.capacity = _count(jobs, "--jobs", cores)
+        self.blas_threads = _count(blas_threads, "--threads", max(1, cores // self.capacity))
         self._pool = None
         self.description = f"{self.capacity} local worker process{'es' if self.capacity > 1 else ''} " \
                            f"x {self.blas_threads} BLAS thread{'s' if self.blas_threads > 1 else ''}"
@@ -53,7 +93,7 @@ class LocalExecutor:
         if self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 max_workers=self.capacity, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(self.blas_threads,))
+                initializer=_init_worker, initargs=(self.blas_threads, os.getpid()))
         return self._pool
 
     def submit(self, task: dict):
@@ -92,13 +132,22 @@ class DaskExecutor:
     trial (``threads``, default 1); start workers with ``--nthreads 1`` per core for the same effect as ``--jobs``.
     """
 
-    def __init__(self, address, blas_threads: int | None = None):
+    def __init__(self, address, blas_threads: int | None = None, connect_timeout: float = 10.0):
         from distributed import Client
 
-        self.client = address if isinstance(address, Client) else Client(address)
+        from lstmcore.ablation.config import ConfigError
+
+        self.blas_threads = _count(blas_threads, "--threads", 1)
+        if isinstance(address, Client):
+            self.client = address
+        else:
+            try:
+                self.client = Client(address, timeout=connect_timeout)
+            except (OSError, TimeoutError, ValueError, TypeError) as exc:
+                raise ConfigError(f"--dask {address}: cannot reach the Dask scheduler: "
+                                  f"{' '.join(str(exc).split())[:300]}") from None
         self._owns_client = not isinstance(address, Client)
         self.capacity = max(1, sum(self.client.nthreads().values()))
-        self.blas_threads = int(blas_threads) if blas_threads else 1
         self._submitted = set()
         self.description = f"Dask cluster {self.client.scheduler.address} ({self.capacity} worker threads) " \
                            f"x {self.blas_threads} BLAS thread{'s' if self.blas_threads > 1 else ''}"

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from lstmcore.ablation import analysis
-from lstmcore.ablation.config import StudyConfig
+from lstmcore.ablation.config import ConfigError, StudyConfig
 from lstmcore.ablation.storage import flat_rows, load_study, read_study_file, trial_rows
 
 BASELINE_COLOR = "#7f7f7f"
@@ -310,6 +310,8 @@ def write_report(study_dir, out=None, alpha: float = analysis.ALPHA) -> Path:
     from lstmcore.ablation import require
 
     require()
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ConfigError(f"--alpha must be a significance level between 0 and 1 (exclusive), got {alpha!r}")
     study_dir = Path(study_dir)
     info = read_study_file(study_dir)
     config = StudyConfig.from_dict(info["config"])

@@ -23,16 +23,62 @@ def make_task(config, planned, blas_threads: int) -> dict:
             "training": dict(config.training), "model": dict(config.model), "blas_threads": int(blas_threads)}
 
 
+def dataset_loader(name: str):
+    """The function that builds a study's dataset: a built-in (``lstmcore.datasets.LOADERS``) or
+    ``package.module:function``; ``ConfigError`` naming ``--dataset`` otherwise."""
+    from lstmcore.ablation.config import ConfigError
+    from lstmcore.datasets import LOADERS
+
+    if ":" not in name:
+        if name in LOADERS:
+            return LOADERS[name]
+        raise ConfigError(f"--dataset {name!r} is neither a built-in dataset ({', '.join(sorted(LOADERS))}) nor "
+                          f"package.module:function returning a lstmcore Dataset")
+    module_name, _, function_name = (part.strip() for part in name.partition(":"))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or the module raised while importing
+        raise ConfigError(f"--dataset {name!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    loader = getattr(module, function_name, None)
+    if not callable(loader):
+        raise ConfigError(f"--dataset {name!r}: module {module_name!r} has no function {function_name!r}")
+    return loader
+
+
+def check_dataset(name: str, options: dict, load: bool = True) -> None:
+    """Check a study's dataset before any trial runs: the loader exists, takes ``options`` and (``load``) builds a
+    ``lstmcore.datasets.Dataset``. ``ConfigError`` naming ``--dataset`` or ``--dataset-option`` otherwise."""
+    import inspect
+
+    from lstmcore.ablation.config import ConfigError
+    from lstmcore.datasets import Dataset
+
+    loader = dataset_loader(name)
+    try:
+        parameters = inspect.signature(loader).parameters
+    except (TypeError, ValueError):  # no signature to check (a builtin or C function)
+        parameters = None
+    if parameters is not None and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        unknown = sorted(set(options) - set(parameters))
+        if unknown:
+            raise ConfigError(f"--dataset-option {', '.join(unknown)}: not an option of dataset {name!r} "
+                              f"(its options: {', '.join(parameters) or 'none'})")
+    if not load:
+        return
+    try:
+        data = load_study_dataset(name, options)
+    except Exception as exc:
+        raise ConfigError(f"dataset {name!r} with options {options or '{}'} cannot be loaded: "
+                          f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
+    finally:
+        _load_dataset_cached.cache_clear()  # the coordinator does not train: do not keep the data
+    if not isinstance(data, Dataset):
+        raise ConfigError(f"--dataset {name!r} returned {type(data).__name__}, not a lstmcore.datasets.Dataset")
+
+
 @functools.lru_cache(maxsize=4)
 def _load_dataset_cached(name: str, options_json: str):
-    options = json.loads(options_json)
-    if ":" in name:
-        module_name, _, function_name = name.partition(":")
-        loader = getattr(importlib.import_module(module_name), function_name)
-        return loader(**options)
-    from lstmcore.datasets import load_dataset
-
-    return load_dataset(name, **options)
+    return dataset_loader(name)(**json.loads(options_json))
 
 
 def load_study_dataset(name: str, options: dict):

@@ -14,7 +14,8 @@ optimizers, the fit loop with early stopping, and checkpoints.
 from __future__ import annotations
 
 from lstmcore.training.checkpoint import CheckpointError, checkpoint_metadata, load_checkpoint, save_checkpoint
-from lstmcore.training.fit import STATUSES, FitResult, ProgressBar, accuracy, evaluate, fit
+from lstmcore.training.fit import (STATUSES, FitResult, ProgressBar, accuracy, check_fit_options, evaluate,
+                                   fit)
 from lstmcore.training.losses import (
                                       BernoulliNLL,
                                       Loss,
@@ -28,7 +29,8 @@ from lstmcore.training.model import NonFiniteError, SequenceModel
 from lstmcore.training.optimizers import SGD, Adam, Optimizer, clip_by_global_norm, global_norm, make_optimizer
 
 __all__ = [
-    "SequenceModel", "NonFiniteError", "fit", "evaluate", "accuracy", "FitResult", "STATUSES", "ProgressBar",
+    "SequenceModel", "NonFiniteError", "fit", "check_fit_options", "evaluate", "accuracy", "FitResult", "STATUSES",
+    "ProgressBar",
     "SGD", "Adam", "Optimizer", "make_optimizer", "clip_by_global_norm", "global_norm",
     "Loss", "MeanSquaredError", "BernoulliNLL", "SoftmaxCrossEntropy", "loss_for_output", "masked_total", "step_mask",
     "save_checkpoint", "load_checkpoint", "checkpoint_metadata", "CheckpointError",

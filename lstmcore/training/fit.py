@@ -138,6 +138,33 @@ def _restore(model: SequenceModel, weights: dict[str, np.ndarray]) -> None:
         value[...] = weights[name]
 
 
+def check_fit_options(*, optimizer="sgd", learning_rate=1e-3, momentum=0.0, nesterov=False, batch_size=1,
+                      max_epochs=100, patience=None, input_noise=0.0, clip_norm=None, time_budget=None,
+                      eval_batch_size=64, loss_normalization="step") -> dict:
+    """``fit``'s options checked and normalised (``ValueError`` or ``TypeError`` naming the option), without a model
+    or data: an ablation study checks its ``[training]`` table with it before any trial runs."""
+    if isinstance(optimizer, str) and optimizer not in ("sgd", "adam"):
+        raise ValueError(f"optimizer must be 'sgd', 'adam' or an Optimizer instance, got {optimizer!r}")
+    if not isinstance(nesterov, (bool, np.bool_)):
+        raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
+    if loss_normalization not in NORMALIZATIONS:
+        raise ValueError(f"loss_normalization must be one of {NORMALIZATIONS}, got {loss_normalization!r}")
+    return {
+        "batch_size": positive_int(batch_size, "batch_size"),
+        "max_epochs": positive_int(max_epochs, "max_epochs"),
+        "patience": None if patience is None else positive_int(patience, "patience"),
+        "input_noise": finite_number(input_noise, "input_noise", minimum=0),
+        "clip_norm": None if clip_norm is None else finite_number(clip_norm, "clip_norm (None or positive)",
+                                                                  minimum=0, strict=True),
+        "time_budget": None if time_budget is None else finite_number(
+            time_budget, "time_budget (None or positive seconds)", minimum=0, strict=True),
+        "learning_rate": learning_rate if callable(learning_rate) else finite_number(
+            learning_rate, "learning_rate (a number or a schedule epoch -> rate)", minimum=0),
+        "momentum": finite_number(momentum, "momentum", minimum=0),
+        "eval_batch_size": positive_int(eval_batch_size, "eval_batch_size"),
+    }
+
+
 def fit(model: SequenceModel, train: Split, valid: Split | None = None, *, optimizer="sgd", learning_rate=1e-3,
         momentum: float = 0.0, nesterov: bool = False, batch_size: int = 1, max_epochs: int = 100,
         patience: int | None = None, input_noise: float = 0.0, clip_norm: float | None = None, seed=None,
@@ -165,21 +192,14 @@ def fit(model: SequenceModel, train: Split, valid: Split | None = None, *, optim
     """
     if not isinstance(model, SequenceModel):
         raise TypeError(f"model must be a SequenceModel, got {type(model).__name__}")
-    batch_size, max_epochs = positive_int(batch_size, "batch_size"), positive_int(max_epochs, "max_epochs")
-    if patience is not None:
-        positive_int(patience, "patience")
-    input_noise = finite_number(input_noise, "input_noise", minimum=0)
-    if loss_normalization not in NORMALIZATIONS:
-        raise ValueError(f"loss_normalization must be one of {NORMALIZATIONS}, got {loss_normalization!r}")
-    if clip_norm is not None:
-        clip_norm = finite_number(clip_norm, "clip_norm (None or positive)", minimum=0, strict=True)
-    if time_budget is not None:
-        time_budget = finite_number(time_budget, "time_budget (None or positive seconds)", minimum=0, strict=True)
+    checked = check_fit_options(
+        optimizer=optimizer, learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, batch_size=batch_size,
+        max_epochs=max_epochs, patience=patience, input_noise=input_noise, clip_norm=clip_norm,
+        time_budget=time_budget, eval_batch_size=eval_batch_size, loss_normalization=loss_normalization)
+    batch_size, max_epochs, input_noise = checked["batch_size"], checked["max_epochs"], checked["input_noise"]
+    clip_norm, time_budget, learning_rate = checked["clip_norm"], checked["time_budget"], checked["learning_rate"]
+    momentum, eval_batch_size = checked["momentum"], checked["eval_batch_size"]
     schedule = learning_rate if callable(learning_rate) else None
-    if schedule is None:
-        learning_rate = finite_number(learning_rate, "learning_rate (a number or a schedule epoch -> rate)",
-                                      minimum=0)
-    momentum = finite_number(momentum, "momentum", minimum=0)
     opt = make_optimizer(optimizer, schedule(1) if schedule else learning_rate, momentum, nesterov)
     train = _check_split(model, train, "train")
     valid = _check_split(model, valid, "valid") if valid is not None else None
