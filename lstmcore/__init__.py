@@ -7,14 +7,14 @@
     ((5, 2, 16), (1, 2, 16))
 """
 from lstmcore._version import __version__
-from lstmcore._kernels import _cell  # noqa: F401  (the compiled extension: fail early and clearly if it is missing)
+from lstmcore._kernels import _driver  # noqa: F401  (the compiled extension: fail early and clearly if it is missing)
 from lstmcore.hookspecs import hookimpl
 from lstmcore.layers import LSTM
 from lstmcore.plugins import GROUPS, PluginError, PluginWarning, get_group, get_variant, list_variants
-from lstmcore.variant import ACTIVATION_NAMES, Activation, GatedCell, Variant
+from lstmcore.variant import ACTIVATION_NAMES, Activation, CompiledCell, GatedCell, Variant
 
 __all__ = [
-    "__version__", "LSTM", "Variant", "GatedCell", "Activation", "ACTIVATION_NAMES", "hookimpl",
+    "__version__", "LSTM", "Variant", "CompiledCell", "GatedCell", "Activation", "ACTIVATION_NAMES", "hookimpl",
     "list_variants", "get_variant", "get_group", "GROUPS", "PluginError", "PluginWarning", "get_include",
 ]
 

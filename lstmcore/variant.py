@@ -1,8 +1,10 @@
-"""What a variant is: the ``Variant`` interface every registered cell implements, and ``GatedCell``, the spec of the
-compiled gated-cell kernel family that the built-ins (and spec-based plugins) are instances of."""
+"""What a variant is: the ``Variant`` interface every registered cell implements; ``CompiledCell``, a variant whose
+compiled element-wise step runs on lstmcore's sequence driver; and ``GatedCell``, the spec of the compiled gated-cell
+family that the built-ins (and spec-based plugins) are instances of."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -10,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lstmcore._validation import finite_number
-from lstmcore._kernels import _cell
+from lstmcore._kernels import _driver, _gated
 from lstmcore._kernels._activations import ACTIVATIONS
 
 #: Names accepted for ``gate_activation``, ``input_activation`` and ``output_activation``.
@@ -112,8 +114,47 @@ class Variant:
         raise NotImplementedError
 
 
+class CompiledCell(Variant):
+    """A variant whose element-wise step is compiled: a ``CellKernel`` (``lstmcore/_kernels/_driver.pxd``) that
+    lstmcore's sequence driver runs over whole sequences, forward and BPTT (input projection, recurrence on a thread
+    team, lengths, reverse, weight gradients). Subclasses implement ``parameter_shapes``, ``step_kernel`` and
+    ``driver_parameters``; ``forward`` and ``backward`` are done here.
+    """
+
+    compiled: ClassVar[bool] = True
+    skips_input_grad: ClassVar[bool] = True
+
+    def step_kernel(self):
+        """The ``lstmcore._kernels._driver.CellKernel`` of this configuration."""
+        raise NotImplementedError
+
+    def driver_parameters(self, params: dict) -> tuple:
+        """``(W, b, recurrent_weights, step_params)`` for the driver: arrays of ``params`` or views of them, never
+        copies, because the same mapping applied to the gradients' dict tells the driver where to write them.
+        ``recurrent_weights`` is a tuple in the order of the kernel's ``recurrent`` entries; ``step_params`` the
+        step's per-unit vectors, or None."""
+        raise NotImplementedError
+
+    def forward(self, params, x, state, lengths, reverse, out):
+        W, b, weights, step_params = self.driver_parameters(params)
+        return _driver.forward(self.step_kernel(), bool(reverse), x, W, b, tuple(weights), step_params, lengths,
+                               tuple(state), out)
+
+    def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
+        grads = {name: np.empty_like(value) for name, value in params.items()}
+        dW, db, d_weights, d_step = self.driver_parameters(grads)
+        d_init = _driver.backward(cache, d_out, tuple(d_state), dW, db, tuple(d_weights), d_step, d_x,
+                                  bool(accumulate_dx))
+        return d_init, grads
+
+
+@functools.lru_cache(maxsize=256)
+def _gated_kernel(spec: tuple):
+    return _gated.GatedKernel(**dict(spec))
+
+
 @dataclass(frozen=True)
-class GatedCell(Variant):
+class GatedCell(CompiledCell):
     """A spec of the compiled gated-cell family (the LSTM block of Greff et al., 2017)::
 
         z = g(W_z x_t + R_z y_{t-1} + b_z)                              block input
@@ -145,9 +186,6 @@ class GatedCell(Variant):
     clip: float | None = None
     gate_recurrence: bool = False
     description: str = ""
-    compiled: ClassVar[bool] = True
-    skips_input_grad: ClassVar[bool] = True
-
     _OPTIONS: ClassVar[tuple[str, ...]] = ("gate_activation", "input_activation", "output_activation", "clip")
 
     def __post_init__(self):
@@ -192,54 +230,23 @@ class GatedCell(Variant):
         return shapes
 
     @property
-    def kernel_layout(self) -> tuple:
-        """The tuple the compiled kernel reads its ``CellSpec`` from."""
-        blocks, peeps = self.gate_blocks, self.peephole_blocks
+    def kernel_spec(self) -> dict:
+        """The compiled step's configuration, by name (the keywords of ``lstmcore._kernels._gated.GatedKernel``)."""
+        def activation(a):
+            return (a.name, a.alpha, a.beta)
+        return dict(blocks="".join(self.gate_blocks), peepholes="".join(self.peephole_blocks), coupled=self.coupled,
+                    gate_activation=activation(self.gate_activation),
+                    input_activation=activation(self.input_activation),
+                    output_activation=activation(self.output_activation),
+                    clip=self.clip or 0.0, gate_recurrence=self.gate_recurrence)
 
-        def index(seq, g):
-            return seq.index(g) if g in seq else -1
+    def step_kernel(self):
+        return _gated_kernel(tuple(self.kernel_spec.items()))
 
-        acts = []
-        for a in (self.gate_activation, self.input_activation, self.output_activation):
-            acts += [ACTIVATIONS[a.name], a.alpha, a.beta]
-        return (len(blocks), index(blocks, "i"), index(blocks, "f"), index(blocks, "o"), index(blocks, "z"),
-                self.coupled, index(peeps, "i"), index(peeps, "f"), index(peeps, "o"),
-                *acts, self.clip or 0.0, self.gate_recurrence)
+    def driver_parameters(self, params):
+        weights = (params["R"], params["Rg"]) if self.gate_recurrence else (params["R"],)
+        return params["W"], params["b"], weights, params.get("p")
 
     @property
     def equations(self) -> str:
         return GatedCell.__doc__
-
-    # -- compute --------------------------------------------------------------------------------------------------
-    def forward(self, params, x, state, lengths, reverse, out):
-        T, B, _ = x.shape
-        H = params["R"].shape[1]
-        G = len(self.gate_blocks)
-        h_states = np.empty((T + 1, B, H), dtype=x.dtype)
-        c_states = np.empty((T + 1, B, H), dtype=x.dtype)
-        init = T if reverse else 0
-        h_states[init], c_states[init] = state
-        gates = np.empty((T, B, G * H), dtype=x.dtype)
-        hc = np.empty((T, B, H), dtype=x.dtype)
-        pre = np.empty((T, B, G * H), dtype=x.dtype) if self.clip else None
-        a_states = None
-        if self.gate_recurrence:
-            a_states = np.empty((T + 1, B, 3 * H), dtype=x.dtype)
-            a_states[init] = 0
-        _cell.forward(self.kernel_layout, reverse, x, params["W"], params["R"], params["b"], params.get("p"),
-                      lengths, h_states, c_states, gates, hc, pre, out, params.get("Rg"), a_states)
-        final = 0 if reverse else T
-        cache = (x, lengths, reverse, h_states, c_states, a_states, gates, hc, pre)
-        return (h_states[final].copy(), c_states[final].copy()), cache
-
-    def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
-        x, lengths, reverse, h_states, c_states, a_states, gates, hc, pre = cache
-        dh = np.array(d_state[0], dtype=x.dtype, order="C", copy=True)
-        dc = np.array(d_state[1], dtype=x.dtype, order="C", copy=True)
-        grads = {name: np.empty_like(value) for name, value in params.items()}
-        d_gates = np.empty_like(gates)
-        _cell.backward(self.kernel_layout, reverse, x, params["W"], params["R"], params.get("p"), lengths,
-                       h_states, c_states, gates, hc, pre, d_out, dh, dc, d_gates,
-                       grads["W"], grads["R"], grads["b"], grads.get("p"), d_x, accumulate_dx,
-                       params.get("Rg"), a_states, grads.get("Rg"))
-        return (dh, dc), grads

@@ -6,7 +6,7 @@ import pytest
 import lstmcore
 from variant_names import BUILTIN_VARIANTS
 import numpy_reference
-from lstmcore._kernels import _cell
+from lstmcore._kernels import _driver
 from numpy_reference import (activation, reference_backward, reference_forward, reference_layer,
                              reference_layer_backward)
 
@@ -262,8 +262,8 @@ def test_reverse_single_direction_by_reference():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_large_batch(dtype):
-    """A batch above the kernels' small-GEMM threshold (the recurrence then runs on BLAS)."""
-    B = getattr(_cell, "SMALL_GEMM_MAX_BATCH", 32) + 5
+    """A batch large enough for the recurrence to be split between threads (where the machine has them)."""
+    B = 37
     layer = make_layer("coupled", dtype, bidirectional=True, scale=0.3)
     lengths = np.random.default_rng(0).integers(0, 7, size=B)
     check_against_reference(layer, T=6, B=B, lengths=lengths)
@@ -290,41 +290,34 @@ def test_clip_semantics_of_the_cell_fed_to_h():
 
 
 @pytest.mark.parametrize("B", [1, 3, 40])
-def test_kernel_recurrence_paths_agree(B):
-    """The raw kernel's per-step GEMM choices (packed small GEMM, BLAS) give the same numbers as the reference."""
-    import inspect
-    try:
-        has_option = "step_gemm" in inspect.signature(_cell.forward).parameters
-    except (TypeError, ValueError):
-        has_option = "step_gemm" in (_cell.forward.__doc__ or "")
-    if not has_option:
-        pytest.skip("this build has a single recurrence path")
-    cell = lstmcore.get_variant("peephole").with_options(clip=2.0)
-    T, I, H = 5, 3, 4
+@pytest.mark.parametrize("variant", ["peephole", "fgr"])
+def test_driver_team_sizes_agree(B, variant):
+    """The sequence driver run on 1, 2 and 3 threads (each a slice of the hidden units) gives the reference's numbers,
+    with clipping, lengths and the reverse direction."""
+    cell = lstmcore.get_variant(variant).with_options(clip=2.0)
+    T, I, H = 5, 3, 20
     rng = np.random.default_rng(B)
-    params = {k: rng.normal(scale=0.6, size=s) for k, s in cell.parameter_shapes(I, H).items()}
+    params = {k: rng.normal(scale=0.4, size=s) for k, s in cell.parameter_shapes(I, H).items()}
     x, h0, c0 = rng.normal(size=(T, B, I)), rng.normal(size=(B, H)), rng.normal(size=(B, H))
     lengths = rng.integers(0, T + 1, size=B).astype(np.int32)
     d_y, d_h, d_c = rng.normal(size=(T, B, H)), rng.normal(size=(B, H)), rng.normal(size=(B, H))
     ref_y, ref_h, ref_c, cache = reference_forward(cell, params, x, h0, c0, lengths=lengths, reverse=True)
     ref_dx, ref_dh0, ref_dc0, ref_grads = reference_backward(cell, params, cache, d_y, d_h, d_c)
-    for path in ("packed", "blas"):
-        hs, cs = np.zeros((T + 1, B, H)), np.zeros((T + 1, B, H))
-        hs[T], cs[T] = h0, c0
-        gates, hc, pre, out = np.zeros((T, B, 4 * H)), np.zeros((T, B, H)), np.zeros((T, B, 4 * H)), np.zeros((T, B, H))
-        _cell.forward(cell.kernel_layout, True, x, params["W"], params["R"], params["b"], params["p"], lengths,
-                      hs, cs, gates, hc, pre, out, step_gemm=path)
-        np.testing.assert_allclose(out, ref_y, rtol=1e-10, atol=1e-12, err_msg=path)
-        np.testing.assert_allclose(hs[0], ref_h, rtol=1e-10, atol=1e-12, err_msg=path)
-        np.testing.assert_allclose(cs[0], ref_c, rtol=1e-10, atol=1e-12, err_msg=path)
-        dh, dc = d_h.copy(), d_c.copy()
+    W, b, weights, p = cell.driver_parameters(params)
+    for threads in (1, 2, 3):
+        out = np.zeros((T, B, H))
+        (h_n, c_n), tape = _driver.forward(cell.step_kernel(), True, x, W, b, weights, p, lengths, (h0, c0), out,
+                                           threads=threads)
+        assert tape.threads == threads
+        np.testing.assert_allclose(out, ref_y, rtol=1e-10, atol=1e-12, err_msg=str(threads))
+        np.testing.assert_allclose(h_n, ref_h, rtol=1e-10, atol=1e-12, err_msg=str(threads))
+        np.testing.assert_allclose(c_n, ref_c, rtol=1e-10, atol=1e-12, err_msg=str(threads))
         grads = {k: np.zeros_like(v) for k, v in params.items()}
+        dW, db, d_weights, dp = cell.driver_parameters(grads)
         dx = np.zeros_like(x)
-        _cell.backward(cell.kernel_layout, True, x, params["W"], params["R"], params["p"], lengths, hs, cs, gates,
-                       hc, pre, d_y, dh, dc, np.zeros_like(gates), grads["W"], grads["R"], grads["b"], grads["p"],
-                       dx, False, step_gemm=path)
-        np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-12, err_msg=path)
-        np.testing.assert_allclose(dh, ref_dh0, rtol=1e-10, atol=1e-12, err_msg=path)
-        np.testing.assert_allclose(dc, ref_dc0, rtol=1e-10, atol=1e-12, err_msg=path)
+        dh0, dc0 = _driver.backward(tape, d_y, (d_h, d_c), dW, db, d_weights, dp, dx, False)
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-12, err_msg=str(threads))
+        np.testing.assert_allclose(dh0, ref_dh0, rtol=1e-10, atol=1e-12, err_msg=str(threads))
+        np.testing.assert_allclose(dc0, ref_dc0, rtol=1e-10, atol=1e-12, err_msg=str(threads))
         for k in params:
-            np.testing.assert_allclose(grads[k], ref_grads[k], rtol=1e-10, atol=1e-12, err_msg=f"{path} {k}")
+            np.testing.assert_allclose(grads[k], ref_grads[k], rtol=1e-10, atol=1e-12, err_msg=f"{threads} {k}")

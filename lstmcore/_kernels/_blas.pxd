@@ -24,29 +24,31 @@ cdef void axpy(int n, floating alpha, const floating *x, int incx, floating *y, 
 
 cdef extern from "lstmcore_smallgemm.h" nogil:
     void lc_small_gemm_f(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *A, Py_ssize_t lda,
-                         const float *packed, const float *B, Py_ssize_t sk, Py_ssize_t sn, float *C, Py_ssize_t ldc)
+                         const float *packed, float *C, Py_ssize_t ldc)
     void lc_small_gemm_d(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double *A, Py_ssize_t lda,
-                         const double *packed, const double *B, Py_ssize_t sk, Py_ssize_t sn, double *C, Py_ssize_t ldc)
-    void lc_small_gemm_f_pack(Py_ssize_t K, Py_ssize_t N, const float *B, Py_ssize_t sk, Py_ssize_t sn, float *packed)
-    void lc_small_gemm_d_pack(Py_ssize_t K, Py_ssize_t N, const double *B, Py_ssize_t sk, Py_ssize_t sn, double *packed)
+                         const double *packed, double *C, Py_ssize_t ldc)
+    void lc_small_gemm_f_pack(Py_ssize_t K, Py_ssize_t k0, Py_ssize_t Kp, Py_ssize_t N, const float *B, Py_ssize_t sk,
+                              Py_ssize_t sn, float *packed)
+    void lc_small_gemm_d_pack(Py_ssize_t K, Py_ssize_t k0, Py_ssize_t Kp, Py_ssize_t N, const double *B,
+                              Py_ssize_t sk, Py_ssize_t sn, double *packed)
     const char *lc_simd_name()
 
 
-cdef inline void pack_panels(Py_ssize_t K, Py_ssize_t N, const floating *B, Py_ssize_t sk, Py_ssize_t sn,
-                             floating *packed) noexcept nogil:
-    """Pack B (K x N; element (k, j) at B[k*sk + j*sn]) for ``small_gemm``; ``packed`` holds K*N elements."""
+cdef inline void pack_panels(Py_ssize_t K, Py_ssize_t k0, Py_ssize_t Kp, Py_ssize_t N, const floating *B,
+                             Py_ssize_t sk, Py_ssize_t sn, floating *packed) noexcept nogil:
+    """Pack rows k0 .. k0+Kp-1 of a K x N operand of ``small_gemm`` (its element (k0 + k, j) is B[k*sk + j*sn]) into
+    ``packed`` (K*N elements); calls for disjoint row ranges fill one operand from several matrices."""
     if floating is float:
-        lc_small_gemm_f_pack(K, N, B, sk, sn, packed)
+        lc_small_gemm_f_pack(K, k0, Kp, N, B, sk, sn, packed)
     else:
-        lc_small_gemm_d_pack(K, N, B, sk, sn, packed)
+        lc_small_gemm_d_pack(K, k0, Kp, N, B, sk, sn, packed)
 
 
 cdef inline void small_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t lda,
-                            const floating *packed, const floating *B, Py_ssize_t sk, Py_ssize_t sn,
-                            floating *C, Py_ssize_t ldc) noexcept nogil:
-    """C (M x N) += A (M x K) @ B, on the calling thread, with B packed by ``pack_panels``: for the per-step
-    recurrence, where a threaded BLAS spends more time handing off work than computing."""
+                            const floating *packed, floating *C, Py_ssize_t ldc) noexcept nogil:
+    """C (M x N) += A (M x K) @ B, on the calling thread, with B packed by ``pack_panels``: the sequence driver's
+    per-step recurrence, each thread on its own columns."""
     if floating is float:
-        lc_small_gemm_f(M, N, K, A, lda, packed, B, sk, sn, C, ldc)
+        lc_small_gemm_f(M, N, K, A, lda, packed, C, ldc)
     else:
-        lc_small_gemm_d(M, N, K, A, lda, packed, B, sk, sn, C, ldc)
+        lc_small_gemm_d(M, N, K, A, lda, packed, C, ldc)

@@ -87,5 +87,5 @@ def small_gemm_py(const floating[:, ::1] A, const floating[:, ::1] B, floating[:
     if M == 0 or N == 0 or K == 0:
         return
     with nogil:
-        pack_panels(K, N, &B[0, 0], sk, sn, &packed[0])
-        small_gemm(M, N, K, &A[0, 0], K, &packed[0], &B[0, 0], sk, sn, &C[0, 0], N)
+        pack_panels(K, 0, K, N, &B[0, 0], sk, sn, &packed[0])
+        small_gemm(M, N, K, &A[0, 0], K, &packed[0], &C[0, 0], N)

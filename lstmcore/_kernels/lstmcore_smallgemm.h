@@ -1,11 +1,11 @@
 /* A register-blocked C += A @ B for the per-step recurrence, where M (the batch) is small.
- * B is packed once per sequence into column panels (lc_small_gemm_*_pack), since the recurrent matrix is the same at
- * every step.
+ * B is packed once per call into column panels (lc_small_gemm_*_pack), since the recurrent matrix is the same at
+ * every step; the sequence driver gives each thread of its team the panels of its own columns.
  *
  * Why not BLAS here: one GEMM per time step on a (B x H) @ (H x 4H) problem is too small for a threaded BLAS, whose
  * thread hand-off costs more than the arithmetic (measured: OpenBLAS spent ~75 % of a B=16, H=128 run synchronising its
- * two threads). This kernel runs on the calling thread, keeps a 4 x 2W block of C in registers and streams B once per
- * block of four rows. Row-major: A is M x K (row stride lda), B is K x N (ldb), C is M x N (ldc).
+ * two threads). This kernel runs on the calling thread, keeps a 4 x 2W block of C in registers and streams every block
+ * of four rows of A past one panel of B at a time. Row-major: A is M x K (row stride lda), B is K x N (ldb), C is M x N (ldc).
  *
  * One instantiation per level of lstmcore_simd.h, picked at run time by lc_simd_level() (one cached decision, used by
  * pack and gemm alike, since the packed layout depends on the vector width W):
@@ -63,9 +63,9 @@ static inline __attribute__((always_inline)) void NAME##_block##SUF(const int MR
 }
 
 /* Panels: as many of 2W columns as fit, then at most one each of W, W/2 and W/4 columns (the narrower ones only when
- * they are at least 16 bytes wide), then single columns read from B itself. The panel starting at column j0 is
- * K x width, contiguous, at packed + j0 * K, so packed holds N * K elements at most. Both NAME##_pack and NAME walk the
- * columns with NAME##_panel. */
+ * they are at least 16 bytes wide), then single columns. The panel starting at column j0 is K x width, contiguous, at
+ * packed + j0 * K, so packed holds exactly N * K elements. Both NAME##_pack and NAME walk the columns with
+ * NAME##_panel. */
 #define LC_DEFINE_SMALL_GEMM(NAME, T, W)                                                                          \
 LC_SMALL_GEMM_BLOCK(NAME, 2, T, W, 2)                                                                             \
 LC_SMALL_GEMM_BLOCK(NAME, 1, T, W, 1)                                                                             \
@@ -76,45 +76,49 @@ static inline __attribute__((always_inline)) ptrdiff_t NAME##_panel(ptrdiff_t le
     if (left >= (W)) return (W);                                                                                  \
     if (left >= (W) / 2 && (W) / 2 * sizeof(T) >= 16) return (W) / 2;                                             \
     if (left >= (W) / 4 && (W) / 4 * sizeof(T) >= 16) return (W) / 4;                                             \
-    return 0; /* a single column, read from B */                                                                  \
+    return 1;                                                                                                     \
 }                                                                                                                 \
-static inline __attribute__((always_inline)) void NAME##_rows(const int MR, ptrdiff_t N, ptrdiff_t K,            \
-        const T *A, ptrdiff_t lda, const T *P, const T *B, ptrdiff_t sk, ptrdiff_t sn, T *C, ptrdiff_t ldc) {    \
-    ptrdiff_t j0 = 0, w;                                                                                          \
-    for (; j0 + 2 * (W) <= N; j0 += 2 * (W)) NAME##_block2(MR, K, A, lda, P + j0 * K, C + j0, ldc);               \
-    for (; j0 < N; j0 += w) {                                                                                     \
-        w = NAME##_panel(N - j0);                                                                                 \
-        if (w == 0) {                                                                                             \
-            w = 1;                                                                                                \
-            for (int r = 0; r < MR; r++) {                                                                        \
-                T s = 0;                                                                                          \
-                for (ptrdiff_t k = 0; k < K; k++) s += A[r * lda + k] * B[k * sk + j0 * sn];                      \
-                C[r * ldc + j0] += s;                                                                             \
-            }                                                                                                     \
-        } else if (w == (W)) NAME##_block1(MR, K, A, lda, P + j0 * K, C + j0, ldc);                               \
-        else if (w == (W) / 2) NAME##_blockh(MR, K, A, lda, P + j0 * K, C + j0, ldc);                             \
-        else NAME##_blockq(MR, K, A, lda, P + j0 * K, C + j0, ldc);                                               \
-    }                                                                                                             \
+/* MR rows of A against the panel of width w at P (K x w). */                                                    \
+static inline __attribute__((always_inline)) void NAME##_panel_rows(const int MR, ptrdiff_t w, ptrdiff_t K,      \
+        const T *A, ptrdiff_t lda, const T *P, T *C, ptrdiff_t ldc) {                                             \
+    if (w == 2 * (W)) NAME##_block2(MR, K, A, lda, P, C, ldc);                                                    \
+    else if (w == (W)) NAME##_block1(MR, K, A, lda, P, C, ldc);                                                   \
+    else if (w == (W) / 2) NAME##_blockh(MR, K, A, lda, P, C, ldc);                                               \
+    else if (w > 1) NAME##_blockq(MR, K, A, lda, P, C, ldc);                                                      \
+    else                                                                                                          \
+        for (int r = 0; r < MR; r++) {                                                                            \
+            T s = 0;                                                                                              \
+            for (ptrdiff_t k = 0; k < K; k++) s += A[r * lda + k] * P[k];                                         \
+            C[r * ldc] += s;                                                                                      \
+        }                                                                                                         \
 }                                                                                                                 \
-/* Pack B (element (k, j) at B[k * sk + j * sn]: sk = ldb, sn = 1 for B itself, sk = 1, sn = ld for a transposed one) */ \
-static void NAME##_pack(ptrdiff_t K, ptrdiff_t N, const T *B, ptrdiff_t sk, ptrdiff_t sn, T *packed) {            \
+/* Pack rows k0 .. k0+Kp-1 of a K x N operand into its panels, from B (element (k, j) at B[k * sk + j * sn]: sk = ldb, \
+ * sn = 1 for B itself; sk = 1, sn = ld for a transposed one). Calls for disjoint row ranges fill one operand from   \
+ * several matrices. */                                                                                           \
+static void NAME##_pack(ptrdiff_t K, ptrdiff_t k0, ptrdiff_t Kp, ptrdiff_t N, const T *B, ptrdiff_t sk,           \
+                        ptrdiff_t sn, T *packed) {                                                                \
     ptrdiff_t w;                                                                                                  \
     for (ptrdiff_t j0 = 0; j0 < N; j0 += w) {                                                                     \
         w = NAME##_panel(N - j0);                                                                                 \
-        if (w == 0) break;                                                                                        \
-        for (ptrdiff_t k = 0; k < K; k++)                                                                         \
-            for (ptrdiff_t c = 0; c < w; c++) packed[j0 * K + k * w + c] = B[k * sk + (j0 + c) * sn];            \
+        for (ptrdiff_t k = 0; k < Kp; k++)                                                                        \
+            for (ptrdiff_t c = 0; c < w; c++) packed[j0 * K + (k0 + k) * w + c] = B[k * sk + (j0 + c) * sn];     \
     }                                                                                                             \
 }                                                                                                                 \
-static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t lda,                                \
-        const T *P, const T *B, ptrdiff_t sk, ptrdiff_t sn, T *C, ptrdiff_t ldc) {                                \
-    ptrdiff_t i0 = 0;                                                                                             \
-    for (; i0 + 4 <= M; i0 += 4) NAME##_rows(4, N, K, A + i0 * lda, lda, P, B, sk, sn, C + i0 * ldc, ldc);        \
-    switch (M - i0) {                                                                                             \
-        case 3: NAME##_rows(3, N, K, A + i0 * lda, lda, P, B, sk, sn, C + i0 * ldc, ldc); break;                  \
-        case 2: NAME##_rows(2, N, K, A + i0 * lda, lda, P, B, sk, sn, C + i0 * ldc, ldc); break;                  \
-        case 1: NAME##_rows(1, N, K, A + i0 * lda, lda, P, B, sk, sn, C + i0 * ldc, ldc); break;                  \
-        default: break;                                                                                           \
+/* Panel by panel, so that one panel stays in cache while every block of rows streams past it. */                \
+static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t lda, const T *P, T *C,             \
+                 ptrdiff_t ldc) {                                                                                 \
+    ptrdiff_t w;                                                                                                  \
+    for (ptrdiff_t j0 = 0; j0 < N; j0 += w) {                                                                     \
+        w = NAME##_panel(N - j0);                                                                                 \
+        const T *Pj = P + j0 * K;                                                                                 \
+        ptrdiff_t i0 = 0;                                                                                         \
+        for (; i0 + 4 <= M; i0 += 4) NAME##_panel_rows(4, w, K, A + i0 * lda, lda, Pj, C + i0 * ldc + j0, ldc);   \
+        switch (M - i0) {                                                                                         \
+            case 3: NAME##_panel_rows(3, w, K, A + i0 * lda, lda, Pj, C + i0 * ldc + j0, ldc); break;             \
+            case 2: NAME##_panel_rows(2, w, K, A + i0 * lda, lda, Pj, C + i0 * ldc + j0, ldc); break;             \
+            case 1: NAME##_panel_rows(1, w, K, A + i0 * lda, lda, Pj, C + i0 * ldc + j0, ldc); break;             \
+            default: break;                                                                                       \
+        }                                                                                                         \
     }                                                                                                             \
 }
 
@@ -149,23 +153,22 @@ LC_DEFINE_SMALL_GEMM(lc_small_gemm_d_avx512, double, 8)
 #define LC_SMALL_GEMM_DISPATCH(T, FN, ARGS) lc_small_gemm_##T##_generic##FN ARGS;
 #endif
 
-/* lc_small_gemm_f(M, N, K, A, lda, packed, B, sk, sn, C, ldc): C += A @ B, after lc_small_gemm_f_pack(K, N, B, sk, sn,
- * packed) in the same process (packed holds N * K elements at most). _d: the same for doubles. */
-static inline void lc_small_gemm_f_pack(ptrdiff_t K, ptrdiff_t N, const float *B, ptrdiff_t sk, ptrdiff_t sn,
-                                        float *packed) {
-    LC_SMALL_GEMM_DISPATCH(f, _pack, (K, N, B, sk, sn, packed))
+/* lc_small_gemm_f(M, N, K, A, lda, packed, C, ldc): C += A @ B, with B (K x N) packed by lc_small_gemm_f_pack(K, k0,
+ * Kp, N, B, sk, sn, packed) calls covering its rows, in the same process (packed holds N * K elements). _d: doubles. */
+static inline void lc_small_gemm_f_pack(ptrdiff_t K, ptrdiff_t k0, ptrdiff_t Kp, ptrdiff_t N, const float *B,
+                                        ptrdiff_t sk, ptrdiff_t sn, float *packed) {
+    LC_SMALL_GEMM_DISPATCH(f, _pack, (K, k0, Kp, N, B, sk, sn, packed))
 }
-static inline void lc_small_gemm_d_pack(ptrdiff_t K, ptrdiff_t N, const double *B, ptrdiff_t sk, ptrdiff_t sn,
-                                        double *packed) {
-    LC_SMALL_GEMM_DISPATCH(d, _pack, (K, N, B, sk, sn, packed))
+static inline void lc_small_gemm_d_pack(ptrdiff_t K, ptrdiff_t k0, ptrdiff_t Kp, ptrdiff_t N, const double *B,
+                                        ptrdiff_t sk, ptrdiff_t sn, double *packed) {
+    LC_SMALL_GEMM_DISPATCH(d, _pack, (K, k0, Kp, N, B, sk, sn, packed))
 }
 static inline void lc_small_gemm_f(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda,
-                                   const float *P, const float *B, ptrdiff_t sk, ptrdiff_t sn, float *C, ptrdiff_t ldc) {
-    LC_SMALL_GEMM_DISPATCH(f, , (M, N, K, A, lda, P, B, sk, sn, C, ldc))
+                                   const float *P, float *C, ptrdiff_t ldc) {
+    LC_SMALL_GEMM_DISPATCH(f, , (M, N, K, A, lda, P, C, ldc))
 }
 static inline void lc_small_gemm_d(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double *A, ptrdiff_t lda,
-                                   const double *P, const double *B, ptrdiff_t sk, ptrdiff_t sn, double *C,
-                                   ptrdiff_t ldc) {
-    LC_SMALL_GEMM_DISPATCH(d, , (M, N, K, A, lda, P, B, sk, sn, C, ldc))
+                                   const double *P, double *C, ptrdiff_t ldc) {
+    LC_SMALL_GEMM_DISPATCH(d, , (M, N, K, A, lda, P, C, ldc))
 }
 #endif

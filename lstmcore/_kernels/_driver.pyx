@@ -1,0 +1,811 @@
+"""The sequence driver: everything sequence-level, once, for every cell; a cell is only its element-wise step.
+
+Forward, for one direction of one layer (a cell described by a ``CellKernel``, see ``_driver.pxd``):
+
+    pre[t]   = x_t W^T + b                                  one GEMM for all steps (BLAS), into the input blocks
+    per step t, on a persistent team of threads (each owns a slice of the hidden units of every block and vector):
+      stage 0: pre[t, blocks] += carried_{t-1}[vectors] M^T  for each stage-0 recurrent weight M (packed once per call)
+               step(stage 0)                                 element-wise: activations, new carried row, output
+      stage 1: pre[t, blocks] += V_t[vectors] M^T            (two-stage cells: V_t written by stage 0, e.g. f * h)
+               step(stage 1)
+      a barrier: every thread's slice of the carried row is complete before the next step's product reads all of it
+Backward (BPTT), the same in reverse:
+      step backward(last stage) -> d_pre; [d_V = d_pre M for stage-1 weights; step backward(stage 0)];
+      d_carried_{t-1} = (what the step passed straight through) + d_pre[t, blocks] M    for stage-0 weights
+    then one GEMM each (BLAS) for dW = d_pre^T x, every dM = d_pre[blocks]^T input[vectors], dx = d_pre W, and the
+    bias reduction db = sum_t d_pre (by the team, per unit, in a fixed order).
+
+Lengths: a padded step (t >= lengths[b]) copies the carried row, writes a zero output and, in BPTT, a zero delta, so
+the state's gradient passes through it; the reverse direction starts at each sequence's last real step. Carried rows
+are kept for all steps, ``carried`` (T+1, B, S): forward slot 0 initial, slot t+1 after step t; reverse: slot T
+initial, slot t after step t.
+
+Threads: the team size is the BLAS's thread count (``threadpoolctl.threadpool_limits``, ``OPENBLAS_NUM_THREADS``),
+capped by the CPUs and by the work of a step (``MIN_STEP_FLOPS_PER_THREAD``). For a given team size every number is
+computed by the same thread in the same order: results are bitwise reproducible.
+"""
+cimport cython
+from cython cimport floating
+from libc.string cimport memcpy, memset
+
+import threading
+
+import numpy as np
+
+from scipy.linalg.cython_blas cimport sgemm
+from lstmcore._kernels._blas cimport gemm, small_gemm, pack_panels, NoTrans, Trans
+
+
+cdef extern from "lstmcore_team.h" nogil:
+    ctypedef void (*lc_team_fn)(void *ctx, int tid, int nthreads) noexcept nogil
+    int lc_team_run(int n, lc_team_fn fn, void *ctx)
+    void lc_team_barrier()
+    int lc_blas_threads(const void *fn)
+    int lc_cpu_count()
+    int LC_TEAM_MAX
+
+
+#: A team member gets at least this many floating-point operations of the per-step recurrence (else the barrier
+#: costs more than the split saves; measured on 2 cores, see docs/kernels.md).
+MIN_STEP_FLOPS_PER_THREAD = 200_000
+#: Hidden units are split between threads in multiples of this (whole vector panels of the small GEMM).
+cdef Py_ssize_t UNIT_ALIGN = 8
+#: Free workspaces kept per dtype for the next calls.
+MAX_POOLED_WORKSPACES = 16
+
+
+cdef class CellKernel:
+    """The C-level description of a cell (``desc``, see ``_driver.pxd``). Subclass it in Cython; the driver checks
+    ``desc`` before each call, so an inconsistent description raises instead of corrupting memory."""
+
+    @property
+    def description(self):
+        """The description as a dict (for tests and error messages)."""
+        d = self.desc
+        return dict(n_blocks=d.n_blocks, n_input_blocks=d.n_input_blocks, n_carried=d.n_carried,
+                    state_vectors=tuple(d.state_vector[k] for k in range(min(d.n_states, MAX_VECTORS))),
+                    n_cache=d.n_cache, n_stage_input=d.n_stage_input, n_params=d.n_params, n_stages=d.n_stages,
+                    whole_rows=bool(d.whole_rows),
+                    recurrent=tuple(dict(stage=d.recurrent[k].stage, first_block=d.recurrent[k].first_block,
+                                         n_blocks=d.recurrent[k].n_blocks, first_vector=d.recurrent[k].first_vector,
+                                         n_vectors=d.recurrent[k].n_vectors)
+                                    for k in range(min(max(d.n_recurrent, 0), MAX_RECURRENT))))
+
+
+# -- the plan of a call: where every block's packed weights lie --------------------------------------------------------
+cdef struct Plan:
+    Py_ssize_t H, G, S, C, V, P, GIH
+    int block_stage[MAX_BLOCKS]                 # the stage whose weights add into the block; -1: none
+    Py_ssize_t block_k0[MAX_BLOCKS]             # forward: the block's product reads input columns k0 .. k0+K-1
+    Py_ssize_t block_K[MAX_BLOCKS]
+    Py_ssize_t block_offset[MAX_BLOCKS]         # its packed (K x H) operand in packed_fwd
+    Py_ssize_t vector_k0[2][MAX_VECTORS]        # backward: input vector q gets d_pre columns k0 .. k0+K-1 times M
+    Py_ssize_t vector_K[2][MAX_VECTORS]         # 0: no weight reads the vector
+    Py_ssize_t vector_offset[2][MAX_VECTORS]
+    Py_ssize_t packed_fwd, packed_bwd           # sizes
+    Py_ssize_t step_flops                       # of the recurrent products of one step, forward
+
+
+def _check(bint ok, str message):
+    if not ok:
+        raise ValueError(message)
+
+
+cdef Plan _plan(const CellDesc *d, Py_ssize_t H, Py_ssize_t B) except *:
+    """Check a cell's description (every number the kernels index with) and lay out its packed weights."""
+    cdef Plan p
+    cdef Py_ssize_t k, b, q, s, lo, hi, n_inputs
+    cdef const RecurrentWeight *w
+    _check(1 <= d.n_blocks <= MAX_BLOCKS, f"cell: n_blocks must be 1 .. {MAX_BLOCKS}")
+    _check(1 <= d.n_input_blocks <= d.n_blocks, "cell: n_input_blocks must be 1 .. n_blocks")
+    _check(1 <= d.n_carried <= MAX_VECTORS, f"cell: n_carried must be 1 .. {MAX_VECTORS}")
+    _check(1 <= d.n_states <= d.n_carried, "cell: n_states must be 1 .. n_carried")
+    vectors = [d.state_vector[k] for k in range(d.n_states)]
+    _check(all(0 <= v < d.n_carried for v in vectors) and len(set(vectors)) == len(vectors),
+           "cell: state_vector must name distinct carried vectors")
+    _check(d.n_cache >= 0 and d.n_params >= 0 and d.n_stage_input >= 0, "cell: negative sizes")
+    _check(d.n_stages in (1, 2) and (d.n_stages == 2) == (d.n_stage_input > 0),
+           "cell: n_stages must be 1, or 2 with n_stage_input > 0")
+    _check(0 <= d.n_recurrent <= MAX_RECURRENT, f"cell: n_recurrent must be 0 .. {MAX_RECURRENT}")
+    p.H, p.G, p.S = H, d.n_blocks * H, d.n_carried * H
+    p.C, p.V, p.P, p.GIH = d.n_cache * H, d.n_stage_input * H, d.n_params * H, d.n_input_blocks * H
+    for b in range(MAX_BLOCKS):
+        p.block_stage[b], p.block_k0[b], p.block_K[b], p.block_offset[b] = -1, 0, 0, 0
+    for s in range(2):
+        for q in range(MAX_VECTORS):
+            p.vector_k0[s][q], p.vector_K[s][q], p.vector_offset[s][q] = 0, 0, 0
+    for k in range(d.n_recurrent):
+        w = &d.recurrent[k]
+        n_inputs = d.n_carried if w.stage == 0 else d.n_stage_input
+        _check(w.stage in (0, 1) and w.stage < d.n_stages, f"cell: recurrent[{k}].stage must be 0 .. n_stages-1")
+        _check(w.n_blocks >= 1 and 0 <= w.first_block and w.first_block + w.n_blocks <= d.n_blocks,
+               f"cell: recurrent[{k}] blocks out of range")
+        _check(w.n_vectors >= 1 and 0 <= w.first_vector and w.first_vector + w.n_vectors <= n_inputs,
+               f"cell: recurrent[{k}] vectors out of range of its stage's input")
+        for b in range(w.first_block, w.first_block + w.n_blocks):
+            _check(p.block_stage[b] in (-1, w.stage), f"cell: block {b} gets weights of both stages")
+            lo, hi = w.first_vector * H, (w.first_vector + w.n_vectors) * H
+            if p.block_stage[b] >= 0:
+                lo, hi = min(lo, p.block_k0[b]), max(hi, p.block_k0[b] + p.block_K[b])
+            p.block_stage[b], p.block_k0[b], p.block_K[b] = w.stage, lo, hi - lo
+        for q in range(w.first_vector, w.first_vector + w.n_vectors):
+            lo, hi = w.first_block * H, (w.first_block + w.n_blocks) * H
+            if p.vector_K[w.stage][q] > 0:
+                lo = min(lo, p.vector_k0[w.stage][q])
+                hi = max(hi, p.vector_k0[w.stage][q] + p.vector_K[w.stage][q])
+            p.vector_k0[w.stage][q], p.vector_K[w.stage][q] = lo, hi - lo
+    p.packed_fwd, p.packed_bwd, p.step_flops = 0, 0, 0
+    for b in range(d.n_blocks):
+        p.block_offset[b] = p.packed_fwd
+        p.packed_fwd += p.block_K[b] * H
+        p.step_flops += 2 * B * p.block_K[b] * H
+    for s in range(2):
+        for q in range(MAX_VECTORS):
+            p.vector_offset[s][q] = p.packed_bwd
+            p.packed_bwd += p.vector_K[s][q] * H
+    return p
+
+
+# -- one call: what the team members share -----------------------------------------------------------------------------
+cdef struct Run:
+    const CellDesc *cell
+    Plan plan
+    Py_ssize_t T, B
+    bint reverse
+    const int *lengths
+    void *pre                   # (T, B, G)
+    void *carried               # (T+1, B, S)
+    void *cache                 # (T, B, C)
+    void *stage_input           # (T, B, V)
+    void *out                   # (T, B, ld_out)
+    Py_ssize_t ld_out
+    const void *params          # (P,)
+    const void *weight[MAX_RECURRENT]
+    Py_ssize_t ld_weight[MAX_RECURRENT]
+    void *packed_fwd
+    void *packed_bwd
+    int packed_threads          # the team size that packed them (each thread packs the panels of its own units)
+    # backward
+    const void *d_out           # (T, B, ld_d_out)
+    Py_ssize_t ld_d_out
+    void *d_pre                 # (T, B, G)
+    void *d_state               # (B, S)
+    void *d_stage_input         # (B, V)
+    void *d_params              # (threads, P) when whole_rows, else (P,)
+    void *db                    # (GIH,)
+
+
+cdef inline void _split(Py_ssize_t total, Py_ssize_t align, int tid, int nt, Py_ssize_t *lo,
+                        Py_ssize_t *hi) noexcept nogil:
+    """This thread's share [lo, hi) of 0 .. total-1, in whole multiples of ``align`` (except the end)."""
+    cdef Py_ssize_t pieces = (total + align - 1) // align
+    cdef Py_ssize_t per = pieces // nt, extra = pieces % nt
+    cdef Py_ssize_t first = tid * per + (tid if tid < extra else extra)
+    cdef Py_ssize_t count = per + (1 if tid < extra else 0)
+    lo[0] = min(first * align, total)
+    hi[0] = min((first + count) * align, total)
+
+
+cdef inline bint _padded(const Run *run, Py_ssize_t t, Py_ssize_t r) noexcept nogil:
+    return run.lengths != NULL and t >= run.lengths[r]
+
+
+cdef void _pack(const Run *run, Py_ssize_t u0, Py_ssize_t n, floating *packed_fwd,
+                floating *packed_bwd) noexcept nogil:
+    """This thread's panels of every recurrent weight, for its units [u0, u0 + n): the forward's M^T, the backward's M."""
+    cdef const CellDesc *d = run.cell
+    cdef const Plan *p = &run.plan
+    cdef Py_ssize_t H = p.H, k, b, q, K, ld
+    cdef const RecurrentWeight *w
+    cdef floating *dest
+    cdef const floating *M
+    if n <= 0:
+        return
+    for b in range(d.n_blocks):
+        K = p.block_K[b]
+        if K == 0:
+            continue
+        dest = packed_fwd + p.block_offset[b] + K * u0
+        memset(dest, 0, K * n * sizeof(floating))
+        for k in range(d.n_recurrent):
+            w = &d.recurrent[k]
+            if w.first_block <= b < w.first_block + w.n_blocks:
+                M, ld = <const floating *> run.weight[k], run.ld_weight[k]
+                # operand element (c, j) = M[(b - first_block) H + u0 + j, c]
+                pack_panels(K, w.first_vector * H - p.block_k0[b], w.n_vectors * H, n,
+                            M + ((b - w.first_block) * H + u0) * ld, 1, ld, dest)
+    for k in range(d.n_recurrent):
+        w = &d.recurrent[k]
+        M, ld = <const floating *> run.weight[k], run.ld_weight[k]
+        for q in range(w.first_vector, w.first_vector + w.n_vectors):
+            K = p.vector_K[w.stage][q]
+            dest = packed_bwd + p.vector_offset[w.stage][q] + K * u0
+            if k == _first_weight_of(d, w.stage, q):
+                memset(dest, 0, K * n * sizeof(floating))
+            # operand element (i, j) = M[i - first_block H, (q - first_vector) H + u0 + j]
+            pack_panels(K, w.first_block * H - p.vector_k0[w.stage][q], w.n_blocks * H, n,
+                        M + (q - w.first_vector) * H + u0, ld, 1, dest)
+
+
+cdef inline Py_ssize_t _first_weight_of(const CellDesc *d, int stage, Py_ssize_t q) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(d.n_recurrent):
+        if d.recurrent[k].stage == stage and d.recurrent[k].first_vector <= q < \
+                d.recurrent[k].first_vector + d.recurrent[k].n_vectors:
+            return k
+    return -1
+
+
+cdef inline cell_step _step_of(const CellDesc *d, bint backward, floating *tag) noexcept nogil:
+    if floating is float:
+        return d.backward_f if backward else d.forward_f
+    else:
+        return d.backward_d if backward else d.forward_d
+
+
+cdef void _forward_rows(const Run *run, int stage, Py_ssize_t t, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t u0,
+                        Py_ssize_t u1, floating *tag) noexcept nogil:
+    """The step's forward at stage ``stage`` of step t, rows [r0, r1), units [u0, u1); padded rows carried over."""
+    cdef const CellDesc *d = run.cell
+    cdef const Plan *p = &run.plan
+    cdef Py_ssize_t B = run.B, n = u1 - u0, r, e, q
+    cdef Py_ssize_t prev = t + 1 if run.reverse else t
+    cdef Py_ssize_t nxt = t if run.reverse else t + 1
+    cdef floating *pre = <floating *> run.pre + t * B * p.G
+    cdef floating *c_prev = <floating *> run.carried + prev * B * p.S
+    cdef floating *c_next = <floating *> run.carried + nxt * B * p.S
+    cdef floating *cache = <floating *> run.cache + t * B * p.C
+    cdef floating *vin = <floating *> run.stage_input + t * B * p.V
+    cdef floating *out = <floating *> run.out + t * B * run.ld_out
+    cdef bint last = stage == d.n_stages - 1
+    cdef StepView v
+    cdef cell_step step = _step_of(d, False, tag)
+    if n <= 0:
+        return
+    v.stage, v.unit0, v.units, v.hidden = stage, u0, n, p.H
+    v.ld_pre, v.ld_state, v.ld_cache, v.ld_stage_input, v.ld_out = p.G, p.S, p.C, p.V, run.ld_out
+    v.params = <const floating *> run.params + u0 if run.params != NULL else NULL
+    v.d_out = v.d_pre = v.d_state = v.d_stage_input = v.d_params = NULL
+    v.ld_d_out = 0
+    r = r0
+    while r < r1:
+        if _padded(run, t, r):
+            if stage == 0 and d.n_stages == 2:
+                for q in range(d.n_stage_input):
+                    memset(vin + r * p.V + q * p.H + u0, 0, n * sizeof(floating))
+            if last:
+                for q in range(d.n_carried):
+                    memcpy(c_next + r * p.S + q * p.H + u0, c_prev + r * p.S + q * p.H + u0, n * sizeof(floating))
+                memset(out + r * run.ld_out + u0, 0, n * sizeof(floating))
+            r += 1
+            continue
+        e = r + 1
+        while e < r1 and not _padded(run, t, e):
+            e += 1
+        v.rows = e - r
+        v.pre = pre + r * p.G + u0
+        v.prev = c_prev + r * p.S + u0
+        v.next = c_next + r * p.S + u0
+        v.cache = cache + r * p.C + u0 if p.C > 0 else NULL
+        v.stage_input = vin + r * p.V + u0 if p.V > 0 else NULL
+        v.out = out + r * run.ld_out + u0
+        step(d, &v)
+        r = e
+
+
+cdef void _forward_team(Run *run, int tid, int nt, floating *tag) noexcept nogil:
+    cdef const CellDesc *d = run.cell
+    cdef const Plan *p = &run.plan
+    cdef Py_ssize_t T = run.T, B = run.B, H = p.H, u0, u1, r0, r1, n, i, t, b, prev
+    cdef int s
+    cdef const floating *inp
+    cdef Py_ssize_t lda
+    cdef floating *pre_t
+    cdef floating *packed = <floating *> run.packed_fwd
+    _split(H, UNIT_ALIGN, tid, nt, &u0, &u1)
+    _split(B, 1, tid, nt, &r0, &r1)
+    n = u1 - u0
+    _pack(run, u0, n, packed, <floating *> run.packed_bwd)
+    if tid == 0:
+        run.packed_threads = nt
+    for i in range(T):
+        t = T - 1 - i if run.reverse else i
+        prev = t + 1 if run.reverse else t
+        pre_t = <floating *> run.pre + t * B * p.G
+        for s in range(d.n_stages):
+            if s == 0:
+                inp, lda = <const floating *> run.carried + prev * B * p.S, p.S
+            else:
+                inp, lda = <const floating *> run.stage_input + t * B * p.V, p.V
+            if n > 0:
+                for b in range(d.n_blocks):
+                    if p.block_stage[b] == s:
+                        small_gemm(B, n, p.block_K[b], inp + p.block_k0[b], lda,
+                                   packed + p.block_offset[b] + p.block_K[b] * u0, pre_t + b * H + u0, p.G)
+            if d.whole_rows:
+                lc_team_barrier()
+                _forward_rows(run, s, t, r0, r1, 0, H, tag)
+            else:
+                _forward_rows(run, s, t, 0, B, u0, u1, tag)
+            lc_team_barrier()
+
+
+cdef void _backward_rows(const Run *run, int stage, Py_ssize_t t, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t u0,
+                         Py_ssize_t u1, floating *d_params, floating *tag) noexcept nogil:
+    """The step's backward at stage ``stage`` of step t, rows [r0, r1), units [u0, u1); padded rows get zero deltas."""
+    cdef const CellDesc *d = run.cell
+    cdef const Plan *p = &run.plan
+    cdef Py_ssize_t B = run.B, n = u1 - u0, r, e, b
+    cdef Py_ssize_t prev = t + 1 if run.reverse else t
+    cdef Py_ssize_t nxt = t if run.reverse else t + 1
+    cdef floating *pre = <floating *> run.pre + t * B * p.G
+    cdef floating *d_pre = <floating *> run.d_pre + t * B * p.G
+    cdef floating *c_prev = <floating *> run.carried + prev * B * p.S
+    cdef floating *c_next = <floating *> run.carried + nxt * B * p.S
+    cdef floating *cache = <floating *> run.cache + t * B * p.C
+    cdef floating *vin = <floating *> run.stage_input + t * B * p.V
+    cdef const floating *d_out = <const floating *> run.d_out + t * B * run.ld_d_out
+    cdef floating *d_state = <floating *> run.d_state
+    cdef floating *d_vin = <floating *> run.d_stage_input
+    cdef StepView v
+    cdef cell_step step = _step_of(d, True, tag)
+    if n <= 0:
+        return
+    v.stage, v.unit0, v.units, v.hidden = stage, u0, n, p.H
+    v.ld_pre, v.ld_state, v.ld_cache, v.ld_stage_input = p.G, p.S, p.C, p.V
+    v.ld_out, v.out, v.ld_d_out = 0, NULL, run.ld_d_out
+    v.params = <const floating *> run.params + u0 if run.params != NULL else NULL
+    v.d_params = d_params + u0 if d_params != NULL else NULL
+    r = r0
+    while r < r1:
+        if _padded(run, t, r):
+            if stage == d.n_stages - 1:  # the state's gradient passes through unchanged
+                for b in range(d.n_blocks):
+                    memset(d_pre + r * p.G + b * p.H + u0, 0, n * sizeof(floating))
+            r += 1
+            continue
+        e = r + 1
+        while e < r1 and not _padded(run, t, e):
+            e += 1
+        v.rows = e - r
+        v.pre = pre + r * p.G + u0
+        v.d_pre = d_pre + r * p.G + u0
+        v.prev = c_prev + r * p.S + u0
+        v.next = c_next + r * p.S + u0
+        v.cache = cache + r * p.C + u0 if p.C > 0 else NULL
+        v.stage_input = vin + r * p.V + u0 if p.V > 0 else NULL
+        v.d_stage_input = d_vin + r * p.V + u0 if p.V > 0 else NULL
+        v.d_out = d_out + r * run.ld_d_out + u0
+        v.d_state = d_state + r * p.S + u0
+        step(d, &v)
+        r = e
+
+
+cdef void _recurrent_delta(const Run *run, int stage, Py_ssize_t t, Py_ssize_t u0, Py_ssize_t n, floating *target,
+                           Py_ssize_t ld, bint overwrite) noexcept nogil:
+    """target[:, vector q, units] (+)= d_pre[t] (the blocks that read q) @ M, for every input vector q of ``stage``."""
+    cdef const Plan *p = &run.plan
+    cdef Py_ssize_t B = run.B, q, r, K
+    cdef const floating *d_pre = <const floating *> run.d_pre + t * B * p.G
+    cdef const floating *packed = <const floating *> run.packed_bwd
+    if n <= 0:
+        return
+    for q in range(MAX_VECTORS):
+        K = p.vector_K[stage][q]
+        if K == 0:
+            continue
+        if overwrite:
+            for r in range(B):
+                memset(target + r * ld + q * p.H + u0, 0, n * sizeof(floating))
+        small_gemm(B, n, K, d_pre + p.vector_k0[stage][q], p.G, packed + p.vector_offset[stage][q] + K * u0,
+                   target + q * p.H + u0, ld)
+
+
+cdef void _backward_team(Run *run, int tid, int nt, floating *tag) noexcept nogil:
+    cdef const CellDesc *d = run.cell
+    cdef const Plan *p = &run.plan
+    cdef Py_ssize_t T = run.T, B = run.B, H = p.H, u0, u1, r0, r1, n, i, t, j, r, q, k
+    cdef int s
+    cdef floating *d_params = NULL
+    cdef floating *mine
+    cdef floating *db = <floating *> run.db
+    cdef const floating *d_pre = <const floating *> run.d_pre
+    _split(H, UNIT_ALIGN, tid, nt, &u0, &u1)
+    _split(B, 1, tid, nt, &r0, &r1)
+    n = u1 - u0
+    if nt != run.packed_threads:  # the system gave this team fewer threads than the forward's
+        _pack(run, u0, n, <floating *> run.packed_fwd, <floating *> run.packed_bwd)
+    if p.P > 0:
+        d_params = <floating *> run.d_params + (tid * p.P if d.whole_rows else 0)
+        if d.whole_rows:
+            memset(d_params, 0, p.P * sizeof(floating))
+        elif n > 0:
+            for q in range(d.n_params):
+                memset(d_params + q * H + u0, 0, n * sizeof(floating))
+    for i in range(T):
+        t = i if run.reverse else T - 1 - i
+        for s in range(d.n_stages - 1, -1, -1):
+            if s == 0 and d.n_stages == 2:  # dE/dV_t from the stage-1 deltas
+                _recurrent_delta(run, 1, t, u0, n, <floating *> run.d_stage_input, p.V, True)
+                if d.whole_rows:
+                    lc_team_barrier()
+            if d.whole_rows:
+                _backward_rows(run, s, t, r0, r1, 0, H, d_params, tag)
+            else:
+                _backward_rows(run, s, t, 0, B, u0, u1, d_params, tag)
+            lc_team_barrier()
+        _recurrent_delta(run, 0, t, u0, n, <floating *> run.d_state, p.S, False)
+        if d.whole_rows:
+            lc_team_barrier()
+    lc_team_barrier()
+    # the bias and the step's parameters: each thread sums its own units, in a fixed order
+    if n > 0:
+        for k in range(d.n_input_blocks):
+            memset(db + k * H + u0, 0, n * sizeof(floating))
+        for r in range(T * B):
+            for k in range(d.n_input_blocks):
+                for j in range(u0, u1):
+                    db[k * H + j] += d_pre[r * p.G + k * H + j]
+    if d.whole_rows and p.P > 0:
+        mine = <floating *> run.d_params
+        for q in range(d.n_params):
+            for j in range(u0, u1):
+                for k in range(1, nt):
+                    mine[q * H + j] += mine[k * p.P + q * H + j]
+
+
+cdef void _forward_team_f(void *ctx, int tid, int nt) noexcept nogil:
+    _forward_team(<Run *> ctx, tid, nt, <float *> NULL)
+
+cdef void _forward_team_d(void *ctx, int tid, int nt) noexcept nogil:
+    _forward_team(<Run *> ctx, tid, nt, <double *> NULL)
+
+cdef void _backward_team_f(void *ctx, int tid, int nt) noexcept nogil:
+    _backward_team(<Run *> ctx, tid, nt, <float *> NULL)
+
+cdef void _backward_team_d(void *ctx, int tid, int nt) noexcept nogil:
+    _backward_team(<Run *> ctx, tid, nt, <double *> NULL)
+
+
+cdef void _input_projection(Run *run, Py_ssize_t I, const floating *x, const floating *W,
+                            const floating *b) noexcept nogil:
+    """pre = b + x W^T in the input blocks, zero in the others (one GEMM for all steps)."""
+    cdef const Plan *p = &run.plan
+    cdef Py_ssize_t r, TB = run.T * run.B
+    cdef floating *pre = <floating *> run.pre
+    for r in range(TB):
+        memcpy(pre + r * p.G, b, p.GIH * sizeof(floating))
+        if p.G > p.GIH:
+            memset(pre + r * p.G + p.GIH, 0, (p.G - p.GIH) * sizeof(floating))
+    gemm(NoTrans, Trans, <int> TB, <int> p.GIH, <int> I, <floating> 1, x, <int> I, W, <int> I,
+         <floating> 1, pre, <int> p.G)
+
+
+cdef void _weight_gradients(Run *run, Py_ssize_t I, const floating *x, const floating *W, floating *dW,
+                            floating **d_weight, floating *dx, bint accumulate_dx) noexcept nogil:
+    """One GEMM each: dW = d_pre^T x, dM = d_pre[blocks]^T input[vectors] for every recurrent weight, dx = d_pre W."""
+    cdef const CellDesc *d = run.cell
+    cdef const Plan *p = &run.plan
+    cdef Py_ssize_t TB = run.T * run.B, H = p.H, k
+    cdef const floating *d_pre = <const floating *> run.d_pre
+    cdef const floating *inp
+    cdef Py_ssize_t lda
+    cdef const RecurrentWeight *w
+    gemm(Trans, NoTrans, <int> p.GIH, <int> I, <int> TB, <floating> 1, d_pre, <int> p.G, x, <int> I,
+         <floating> 0, dW, <int> I)
+    for k in range(d.n_recurrent):
+        w = &d.recurrent[k]
+        if w.stage == 0:  # step t read the carried row of slot t (forward) or t + 1 (reverse)
+            inp, lda = <const floating *> run.carried + (run.B * p.S if run.reverse else 0), p.S
+        else:
+            inp, lda = <const floating *> run.stage_input, p.V
+        gemm(Trans, NoTrans, <int> (w.n_blocks * H), <int> (w.n_vectors * H), <int> TB, <floating> 1,
+             d_pre + w.first_block * H, <int> p.G, inp + w.first_vector * H, <int> lda,
+             <floating> 0, d_weight[k], <int> (w.n_vectors * H))
+    if dx != NULL:
+        gemm(NoTrans, NoTrans, <int> TB, <int> I, <int> p.GIH, <floating> 1, d_pre, <int> p.G, W, <int> I,
+             <floating> (1 if accumulate_dx else 0), dx, <int> I)
+
+
+# -- workspaces ---------------------------------------------------------------------------------------------------------
+class Workspace:
+    """The buffers of one call (pre-activations, carried rows, the step's cache, packed weights, deltas), kept for the
+    next call of any shape: a buffer is grown when too small, never allocated afresh while large enough."""
+
+    def __init__(self, dtype):
+        self.dtype = np.dtype(dtype)
+        self.buffers = {}
+
+    def take(self, name, size):
+        """A flat buffer of ``size`` elements (contents undefined: every call writes what it reads)."""
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape[0] < size:
+            buf = self.buffers[name] = np.empty(max(size, 1), dtype=self.dtype)
+        return buf[:max(size, 1)]
+
+    def nbytes(self):
+        return sum(b.nbytes for b in self.buffers.values())
+
+
+_pool_lock = threading.Lock()
+_pool = {}
+
+
+def _acquire(dtype):
+    with _pool_lock:
+        free = _pool.get(np.dtype(dtype))
+        if free:
+            return free.pop()
+    return Workspace(dtype)
+
+
+def _release(workspace):
+    with _pool_lock:
+        free = _pool.setdefault(workspace.dtype, [])
+        if len(free) < MAX_POOLED_WORKSPACES:
+            free.append(workspace)
+
+
+def release_workspaces():
+    """Drop the pooled workspaces (their memory returns to the system once no forward's tape holds them)."""
+    with _pool_lock:
+        _pool.clear()
+
+
+def pooled_workspaces():
+    """The free workspaces in the pool: {dtype: count} (for tests)."""
+    with _pool_lock:
+        return {str(k): len(v) for k, v in _pool.items()}
+
+
+def _fill_pool(value):
+    """Fill every pooled buffer with ``value`` (tests: a call must not read what an earlier one left)."""
+    with _pool_lock:
+        for free in _pool.values():
+            for ws in free:
+                for buf in ws.buffers.values():
+                    buf[...] = value
+
+
+# -- threads ------------------------------------------------------------------------------------------------------------
+def blas_threads():
+    """The thread count of the BLAS lstmcore calls (SciPy's OpenBLAS), as threadpoolctl.threadpool_limits and
+    OPENBLAS_NUM_THREADS set it; 0 when it cannot be asked."""
+    return lc_blas_threads(<const void *> sgemm)
+
+
+def team_size(Py_ssize_t step_flops, Py_ssize_t hidden, Py_ssize_t batch=0, bint whole_rows=False):
+    """The threads of the recurrence for a step of ``step_flops`` recurrent FLOPs: the BLAS's thread count (1 if
+    unknown), capped by the CPUs, by MIN_STEP_FLOPS_PER_THREAD, and by the units (or rows) there are to split."""
+    cdef int n = max(1, min(lc_blas_threads(<const void *> sgemm), lc_cpu_count(), LC_TEAM_MAX))
+    n = min(n, max(1, step_flops // MIN_STEP_FLOPS_PER_THREAD))
+    n = min(n, batch if whole_rows else (hidden + UNIT_ALIGN - 1) // UNIT_ALIGN)
+    return max(1, n)
+
+
+# -- the Python boundary -------------------------------------------------------------------------------------------------
+cdef class Tape:
+    """What a forward keeps for its backward: its inputs (referenced), a copy of ``lengths``, and its workspace."""
+    cdef readonly CellKernel kernel
+    cdef readonly bint reverse
+    cdef readonly int threads
+    cdef readonly Py_ssize_t T, B, H, input_size
+    cdef readonly object dtype
+    cdef object x, W, weights, params, lengths, workspace
+    cdef bint busy
+
+    def __dealloc__(self):
+        if self.workspace is not None:
+            try:
+                _release(self.workspace)
+            except Exception:  # interpreter shutdown
+                pass
+
+
+cdef Py_ssize_t _row_stride(object arr, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t itemsize,
+                            str name) except -1:
+    """Row stride (in elements) of a (T, B, H) view whose rows are contiguous and evenly spaced in memory (size-1 axes
+    may have any stride)."""
+    if tuple(arr.shape)[:3] != (T, B, H):
+        raise ValueError(f"{name} has shape {tuple(arr.shape[:3])}, expected {(T, B, H)}")
+    st = arr.strides
+    row = st[1] if B > 1 else (st[0] // B if T > 1 else H * itemsize)
+    if (H > 1 and st[2] != itemsize) or row % itemsize or row < H * itemsize or (T > 1 and st[0] != B * row):
+        raise ValueError(f"{name} must have contiguous rows evenly spaced in memory")
+    return row // itemsize
+
+
+cdef int _take_forward_buffers(Run *run, ws, Py_ssize_t T, Py_ssize_t B) except -1:
+    cdef const Plan *p = &run.plan
+    _pointer_of(ws.take("pre", T * B * p.G), &run.pre)
+    _pointer_of(ws.take("carried", (T + 1) * B * p.S), &run.carried)
+    _pointer_of(ws.take("cache", T * B * p.C), &run.cache)
+    _pointer_of(ws.take("stage_input", T * B * p.V), &run.stage_input)
+    _pointer_of(ws.take("packed_fwd", p.packed_fwd), &run.packed_fwd)
+    _pointer_of(ws.take("packed_bwd", p.packed_bwd), &run.packed_bwd)
+    return 0
+
+
+cdef void _fill_run(Run *run, CellKernel kernel, Plan plan, Py_ssize_t T, Py_ssize_t B, bint reverse,
+                    const int *lengths):
+    run.cell = &kernel.desc
+    run.plan = plan
+    run.T, run.B, run.reverse, run.lengths = T, B, reverse, lengths
+
+
+cdef _matrix_pointers(Run *run, tuple weights, const CellDesc *d, Py_ssize_t H, dtype):
+    """Check the recurrent weights against the description and store their pointers; returns the arrays."""
+    cdef Py_ssize_t k
+    cdef const float[:, ::1] mf
+    cdef const double[:, ::1] md
+    _check(len(weights) == d.n_recurrent, f"the cell has {d.n_recurrent} recurrent weight matrices, got {len(weights)}")
+    arrays = []
+    for k in range(d.n_recurrent):
+        shape = (d.recurrent[k].n_blocks * H, d.recurrent[k].n_vectors * H)
+        arr = weights[k]
+        _check(isinstance(arr, np.ndarray) and arr.dtype == dtype and tuple(arr.shape) == shape
+               and arr.flags.c_contiguous,
+               f"recurrent weight {k} must be a C-contiguous {np.dtype(dtype).name} array of shape {shape}")
+        if dtype == np.float32:
+            mf = arr
+            run.weight[k] = &mf[0, 0]
+        else:
+            md = arr
+            run.weight[k] = &md[0, 0]
+        run.ld_weight[k] = shape[1]
+        arrays.append(arr)
+    return tuple(arrays)
+
+
+cdef int _pointer_of(object arr, void **ptr) except -1:
+    """The data pointer of a C-contiguous float32/float64 array (already checked by the caller)."""
+    cdef float[::1] vf
+    cdef double[::1] vd
+    flat = arr.reshape(-1)
+    if arr.dtype == np.float32:
+        vf = flat
+        ptr[0] = &vf[0]
+    else:
+        vd = flat
+        ptr[0] = &vd[0]
+    return 0
+
+
+def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const floating[:, ::1] W,
+            const floating[::1] b, tuple weights, const floating[::1] params, const int[::1] lengths,
+            tuple states, floating[:, :, :] out, int threads=0):
+    """Run one direction of one layer over a whole sequence: fills ``out`` (T, B, H, rows contiguous) and returns
+    ``(final_states, tape)``. ``weights`` are the cell's recurrent matrices, ``params`` its per-unit vectors (None when
+    it has none), ``states`` the initial public states, each (B, H). ``threads`` > 0 forces the team size."""
+    cdef const CellDesc *d = &kernel.desc
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H, k, r, q
+    dtype = np.float32 if floating is float else np.float64
+    _check(T >= 1 and B >= 1 and I >= 1, "empty sequence, batch or input")
+    _check(d.n_input_blocks >= 1 and W.shape[0] % max(d.n_input_blocks, 1) == 0, "W rows must be n_input_blocks*H")
+    H = W.shape[0] // d.n_input_blocks
+    cdef Plan plan = _plan(d, H, B)
+    _check(H >= 1 and W.shape[1] == I and b.shape[0] == plan.GIH, "W, b shapes")
+    _check((params is None) == (plan.P == 0) and (params is None or params.shape[0] == plan.P),
+           f"the cell takes {d.n_params} parameter vectors of H = {H}")
+    _check(lengths is None or lengths.shape[0] == B, "lengths shape")
+    if lengths is not None:
+        for r in range(B):
+            _check(0 <= lengths[r] <= T, "lengths out of range")
+    _check(len(states) == d.n_states, f"the cell has {d.n_states} states, got {len(states)}")
+    for k in range(d.n_states):
+        st = states[k]
+        _check(isinstance(st, np.ndarray) and st.dtype == dtype and tuple(st.shape) == (B, H),
+               f"state {k} must be a {np.dtype(dtype).name} array of shape {(B, H)}")
+    _check((d.forward_f != NULL) if floating is float else (d.forward_d != NULL), "the cell has no forward step")
+    cdef Py_ssize_t ld = _row_stride(out, T, B, H, sizeof(floating), "out")
+
+    cdef Run run
+    _fill_run(&run, kernel, plan, T, B, reverse, NULL)
+    tape = Tape()
+    tape.kernel, tape.reverse, tape.T, tape.B, tape.input_size, tape.H = kernel, reverse, T, B, I, H
+    tape.dtype = dtype
+    tape.x, tape.W, tape.params = x, W, params
+    tape.weights = _matrix_pointers(&run, weights, d, H, dtype)
+    tape.lengths = None if lengths is None else np.array(lengths, dtype=np.int32)  # immune to later changes
+    cdef const int[::1] lens = tape.lengths
+    run.lengths = &lens[0] if lengths is not None else NULL
+    ws = tape.workspace = _acquire(dtype)
+    _take_forward_buffers(&run, ws, T, B)
+    slots = ws.take("carried", (T + 1) * B * plan.S).reshape(T + 1, B, plan.S)
+    init = T if reverse else 0
+    slots[init] = 0
+    for k in range(d.n_states):
+        q = d.state_vector[k]
+        slots[init, :, q * H:(q + 1) * H] = states[k]
+    run.out, run.ld_out = &out[0, 0, 0], ld
+    run.params = &params[0] if params is not None else NULL
+    cdef int nt = threads if threads > 0 else team_size(plan.step_flops, H, B, d.whole_rows)
+    with nogil:
+        _input_projection(&run, I, &x[0, 0, 0], &W[0, 0], &b[0])
+        if floating is float:
+            nt = lc_team_run(nt, _forward_team_f, &run)
+        else:
+            nt = lc_team_run(nt, _forward_team_d, &run)
+    tape.threads = nt
+    final = 0 if reverse else T
+    return tuple(slots[final, :, d.state_vector[k] * H:(d.state_vector[k] + 1) * H].copy()
+                 for k in range(d.n_states)), tape
+
+
+def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[:, ::1] dW, floating[::1] db,
+             tuple d_weights, floating[::1] d_params, floating[:, :, ::1] dx, bint accumulate_dx):
+    """BPTT through the forward that made ``tape``: writes dW, db, every d_weights[k], d_params, and dx (added to with
+    ``accumulate_dx``; skipped when None); returns the gradients of the initial states. ``d_states`` are the
+    gradients of the final states, each (B, H)."""
+    cdef const CellDesc *d = &tape.kernel.desc
+    cdef Py_ssize_t T = tape.T, B = tape.B, I = tape.input_size, H = tape.H, k, q
+    dtype = np.float32 if floating is float else np.float64
+    _check(dtype == tape.dtype, f"the forward ran in {np.dtype(tape.dtype).name}")
+    cdef Plan plan = _plan(d, H, B)
+    cdef Py_ssize_t ld = _row_stride(d_out, T, B, H, sizeof(floating), "d_out")
+    _check(len(d_states) == d.n_states, f"the cell has {d.n_states} states, got {len(d_states)}")
+    for k in range(d.n_states):
+        st = d_states[k]
+        _check(isinstance(st, np.ndarray) and st.dtype == dtype and tuple(st.shape) == (B, H),
+               f"the gradient of state {k} must be a {np.dtype(dtype).name} array of shape {(B, H)}")
+    _check(tuple(dW.shape)[:2] == (plan.GIH, I) and db.shape[0] == plan.GIH, "dW, db shapes")
+    _check((d_params is None) == (plan.P == 0) and (d_params is None or d_params.shape[0] == plan.P),
+           "d_params shape")
+    _check(dx is None or tuple(dx.shape)[:3] == (T, B, I), "dx shape")
+    _check((d.backward_f != NULL) if floating is float else (d.backward_d != NULL), "the cell has no backward step")
+    cdef Run run
+    _fill_run(&run, tape.kernel, plan, T, B, tape.reverse, NULL)
+    _matrix_pointers(&run, tape.weights, d, H, dtype)
+    cdef floating *d_weight[MAX_RECURRENT]
+    _check(len(d_weights) == d.n_recurrent, f"the cell has {d.n_recurrent} recurrent weight matrices")
+    cdef void *ptr
+    for k in range(d.n_recurrent):
+        shape = (d.recurrent[k].n_blocks * H, d.recurrent[k].n_vectors * H)
+        arr = d_weights[k]
+        _check(isinstance(arr, np.ndarray) and arr.dtype == dtype and tuple(arr.shape) == shape
+               and arr.flags.c_contiguous and arr.flags.writeable,
+               f"d_weights[{k}] must be a writable contiguous {np.dtype(dtype).name} array of shape {shape}")
+        _pointer_of(arr, &ptr)
+        d_weight[k] = <floating *> ptr
+    if tape.busy:
+        raise RuntimeError("this forward's backward is already running in another thread")
+    cdef const floating[:, :, ::1] x = tape.x
+    cdef const floating[:, ::1] W = tape.W
+    cdef const floating[::1] params = tape.params
+    cdef const int[::1] lens = tape.lengths
+    run.lengths = &lens[0] if lens is not None else NULL
+    run.params = &params[0] if params is not None else NULL
+    ws = tape.workspace
+    _take_forward_buffers(&run, ws, T, B)
+    _pointer_of(ws.take("d_pre", T * B * plan.G), &run.d_pre)
+    d_state = ws.take("d_state", B * plan.S)
+    rows = d_state[:B * plan.S].reshape(B, plan.S)
+    rows[...] = 0
+    for k in range(d.n_states):
+        q = d.state_vector[k]
+        rows[:, q * H:(q + 1) * H] = d_states[k]
+    _pointer_of(d_state, &run.d_state)
+    _pointer_of(ws.take("d_stage_input", B * plan.V), &run.d_stage_input)
+    cdef int nt = tape.threads  # the forward packed each thread's panels for its own units
+    run.packed_threads = nt
+    run.d_params = NULL
+    if d.whole_rows and plan.P > 0:  # one copy per thread, summed at the end
+        _pointer_of(ws.take("d_params", plan.P * nt), &run.d_params)
+    elif plan.P > 0:  # each thread writes its own units
+        run.d_params = &d_params[0]
+    run.db = &db[0]
+    run.d_out, run.ld_d_out = &d_out[0, 0, 0], ld
+    tape.busy = True
+    try:
+        with nogil:
+            if floating is float:
+                lc_team_run(nt, _backward_team_f, &run)
+            else:
+                lc_team_run(nt, _backward_team_d, &run)
+            _weight_gradients(&run, I, &x[0, 0, 0], &W[0, 0], &dW[0, 0], d_weight,
+                              &dx[0, 0, 0] if dx is not None else NULL, accumulate_dx)
+    finally:
+        tape.busy = False
+    if d.whole_rows and plan.P > 0:
+        memcpy(&d_params[0], run.d_params, plan.P * sizeof(floating))
+    return tuple(rows[:, d.state_vector[k] * H:(d.state_vector[k] + 1) * H].copy() for k in range(d.n_states))
