@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import lstmcore
-from lstmcore._kernels import _cell
+from lstmcore._kernels import _driver
 
 T, B, I, H = 5, 2, 3, 4
 
@@ -332,39 +332,33 @@ def test_missing_param(layer):
 
 def _raw_arrays(variant="peephole", clip=None, lengths=True, dtype=np.float64):
     cell = lstmcore.get_variant(variant).with_options(clip=clip)
-    G, P = len(cell.gate_blocks), len(cell.peephole_blocks)
     rng = np.random.default_rng(0)
-    fwd = dict(x=rng.normal(size=(T, B, I)), W=rng.normal(size=(G * H, I)), R=rng.normal(size=(G * H, H)),
-               b=rng.normal(size=G * H), p=rng.normal(size=P * H) if P else None,
+    params = {k: rng.normal(size=shape).astype(dtype) for k, shape in cell.parameter_shapes(I, H).items()}
+    W, b, weights, p = cell.driver_parameters(params)
+    fwd = dict(x=rng.normal(size=(T, B, I)).astype(dtype), W=W, b=b, weights=weights, p=p,
                lengths=np.array([T, 2], np.int32) if lengths else None,
-               h_states=np.zeros((T + 1, B, H)), c_states=np.zeros((T + 1, B, H)),
-               gates=np.zeros((T, B, G * H)), hc=np.zeros((T, B, H)),
-               pre=np.zeros((T, B, G * H)) if clip else None, out=np.zeros((T, B, H)))
-    fwd = {k: (v.astype(dtype) if isinstance(v, np.ndarray) and k != "lengths" else v) for k, v in fwd.items()}
+               h0=np.zeros((B, H), dtype), c0=np.zeros((B, H), dtype), out=np.zeros((T, B, H), dtype))
     return cell, fwd
 
 
-FWD_ORDER = ["x", "W", "R", "b", "p", "lengths", "h_states", "c_states", "gates", "hc", "pre", "out"]
-BWD_ORDER = ["x", "W", "R", "p", "lengths", "h_states", "c_states", "gates", "hc", "pre", "d_out", "dh", "dc",
-             "d_gates", "dW", "dR", "db", "dp", "dx"]
-
-
 def _call_forward(cell, arrays, reverse=False):
-    _cell.forward(cell.kernel_layout, reverse, *[arrays[k] for k in FWD_ORDER])
+    a = arrays
+    return _driver.forward(cell.step_kernel(), reverse, a["x"], a["W"], a["b"], a["weights"], a["p"], a["lengths"],
+                           (a["h0"], a["c0"]), a["out"])
 
 
 def _backward_arrays(cell, fwd):
-    _call_forward(cell, fwd)
-    G, P = len(cell.gate_blocks), len(cell.peephole_blocks)
-    d = {k: fwd[k] for k in BWD_ORDER if k in fwd}
-    d.update(d_out=np.ones((T, B, H)), dh=np.zeros((B, H)), dc=np.zeros((B, H)), d_gates=np.zeros((T, B, G * H)),
-             dW=np.zeros((G * H, I)), dR=np.zeros((G * H, H)), db=np.zeros(G * H),
-             dp=np.zeros(P * H) if P else None, dx=np.zeros((T, B, I)))
-    return d
+    _, tape = _call_forward(cell, fwd)
+    grads = {k: np.zeros(shape, fwd["x"].dtype) for k, shape in cell.parameter_shapes(I, H).items()}
+    dW, db, d_weights, dp = cell.driver_parameters(grads)
+    return dict(tape=tape, d_out=np.ones((T, B, H)), dh=np.zeros((B, H)), dc=np.zeros((B, H)), dW=dW, db=db,
+                d_weights=d_weights, dp=dp, dx=np.zeros((T, B, I)))
 
 
-def _call_backward(cell, arrays, reverse=False, accumulate=False):
-    _cell.backward(cell.kernel_layout, reverse, *[arrays[k] for k in BWD_ORDER], accumulate)
+def _call_backward(cell, arrays, accumulate=False):
+    a = arrays
+    return _driver.backward(a["tape"], a["d_out"], (a["dh"], a["dc"]), a["dW"], a["db"], a["d_weights"], a["dp"],
+                            a["dx"], accumulate)
 
 
 def test_raw_kernels_consistent_arrays_work():
@@ -380,26 +374,25 @@ def test_raw_kernels_consistent_arrays_work():
 FORWARD_BREAKS = {
     "W rows": ("W", lambda a: a[:-1]),
     "W columns": ("W", lambda a: np.zeros((a.shape[0], I + 1))),
-    "R rows": ("R", lambda a: a[:-H]),
-    "R columns": ("R", lambda a: np.zeros((a.shape[0], H + 1))),
+    "R rows": ("weights", lambda a: (a[0][:-H],)),
+    "R columns": ("weights", lambda a: (np.zeros((a[0].shape[0], H + 1)),)),
+    "R missing": ("weights", lambda a: ()),
+    "R not contiguous": ("weights", lambda a: (np.asfortranarray(a[0]),)),
+    "R a list": ("weights", lambda a: (list(a[0]),)),
     "b size": ("b", lambda a: a[:-1]),
     "p size": ("p", lambda a: a[:-1]),
     "p missing": ("p", lambda a: None),
     "lengths size": ("lengths", lambda a: np.array([T], np.int32)),
     "lengths too large": ("lengths", lambda a: np.array([T + 1, 0], np.int32)),
     "lengths negative": ("lengths", lambda a: np.array([-1, 0], np.int32)),
-    "h_states T": ("h_states", lambda a: a[:-1]),
-    "c_states B": ("c_states", lambda a: np.zeros((T + 1, B + 1, H))),
-    "gates width": ("gates", lambda a: np.zeros((T, B, a.shape[2] - 1))),
-    "gates T": ("gates", lambda a: a[:-1]),
-    "hc": ("hc", lambda a: np.zeros((T, B, H - 1))),
-    "pre without clip": ("pre", lambda a: np.zeros((T, B, 4 * H))),
+    "h0 B": ("h0", lambda a: np.zeros((B + 1, H))),
+    "c0 H": ("c0", lambda a: np.zeros((B, H - 1))),
     "out H": ("out", lambda a: np.zeros((T, B, H + 1))),
     "out T": ("out", lambda a: np.zeros((T - 1, B, H))),
     "out overlapping rows": ("out", lambda a: np.lib.stride_tricks.as_strided(a, strides=(8 * H, 8, 8))),
     "out reversed": ("out", lambda a: a[::-1]),
     "x not contiguous": ("x", lambda a: np.asfortranarray(a)),
-    "float32 mixed in": ("h_states", lambda a: a.astype(np.float32)),
+    "float32 mixed in": ("h0", lambda a: a.astype(np.float32)),
     "lengths int64": ("lengths", lambda a: a.astype(np.int64)),
 }
 
@@ -413,45 +406,30 @@ def test_raw_forward_inconsistent(case):
         _call_forward(cell, fwd)
 
 
-def test_raw_forward_clip_needs_pre():
-    cell, fwd = _raw_arrays(clip=1.0)
-    fwd["pre"] = None
-    with pytest.raises(ValueError, match="pre"):
-        _call_forward(cell, fwd)
-
-
 def test_raw_forward_peephole_given_to_vanilla():
     cell, fwd = _raw_arrays("vanilla")
     fwd["p"] = np.zeros(3 * H)
-    with pytest.raises(ValueError, match="peephole"):
+    with pytest.raises(ValueError, match="parameter vectors"):
         _call_forward(cell, fwd)
 
 
 BACKWARD_BREAKS = {
-    "W rows": ("W", lambda a: a[:-1]),
-    "x features": ("x", lambda a: np.zeros((T, B, I + 1))),
-    "p size": ("p", lambda a: a[:-1]),
-    "p missing": ("p", lambda a: None),
-    "lengths size": ("lengths", lambda a: np.array([1, 1, 1], np.int32)),
-    "lengths too large": ("lengths", lambda a: np.array([T + 1, 0], np.int32)),
-    "h_states": ("h_states", lambda a: a[:-1]),
-    "c_states": ("c_states", lambda a: np.zeros((T + 1, B, H + 1))),
-    "gates": ("gates", lambda a: a[:, :1]),
-    "hc": ("hc", lambda a: a[:-1]),
     "d_out H": ("d_out", lambda a: np.ones((T, B, H - 1))),
     "d_out T": ("d_out", lambda a: np.ones((T + 1, B, H))),
     "d_out overlapping rows": ("d_out", lambda a: np.lib.stride_tricks.as_strided(a, strides=(0, 8 * H, 8))),
     "dh": ("dh", lambda a: np.zeros((B + 1, H))),
     "dc": ("dc", lambda a: np.zeros((B, H - 1))),
-    "d_gates": ("d_gates", lambda a: a[:-1]),
     "dW": ("dW", lambda a: np.zeros((a.shape[0], I + 1))),
-    "dR": ("dR", lambda a: a[:-1]),
+    "dR": ("d_weights", lambda a: (a[0][:-1],)),
+    "dR read-only": ("d_weights", lambda a: (np.lib.stride_tricks.as_strided(a[0], writeable=False),)),
+    "dR missing": ("d_weights", lambda a: ()),
     "db": ("db", lambda a: a[:-1]),
     "dp size": ("dp", lambda a: a[:-1]),
     "dp missing": ("dp", lambda a: None),
     "dx": ("dx", lambda a: np.zeros((T, B + 1, I))),
     "dx read-only": ("dx", lambda a: np.lib.stride_tricks.as_strided(a, writeable=False)),
     "float32 mixed in": ("dW", lambda a: a.astype(np.float32)),
+    "tape of another call": ("tape", lambda a: "not a tape"),
 }
 
 
@@ -469,13 +447,11 @@ def _run_isolated(code):
     """Run ``code`` in a fresh interpreter (so a crash is a test failure, not the end of the test session)."""
     prelude = textwrap.dedent("""
         import numpy as np, lstmcore
-        from lstmcore._kernels import _cell
-        cell = lstmcore.get_variant("peephole")
+        from lstmcore._kernels import _driver, _gated
+        nan = float("nan")
         T, B, I, H = 3, 2, 4, 5
         x = np.zeros((T, B, I)); W = np.zeros((4 * H, I)); R = np.zeros((4 * H, H)); b = np.zeros(4 * H)
-        p = np.zeros(3 * H); hs = np.zeros((T + 1, B, H)); cs = np.zeros((T + 1, B, H))
-        g = np.zeros((T, B, 4 * H)); hc = np.zeros((T, B, H)); out = np.zeros((T, B, H))
-        layout = list(cell.kernel_layout)
+        h0 = np.zeros((B, H)); c0 = np.zeros((B, H)); out = np.zeros((T, B, H))
     """)
     # cwd="/": ``python -c`` puts the working directory first on sys.path, and the repository root holds the
     # uncompiled source tree, which would shadow the installed package.
@@ -483,14 +459,29 @@ def _run_isolated(code):
                           timeout=60, cwd="/")
 
 
-@pytest.mark.parametrize("index,value", [(4, 1000000), (6, 1000000), (4, -1), (4, 4), (6, 3)])
-def test_raw_kernel_checks_layout_indices(index, value):
+@pytest.mark.parametrize("spec", [dict(blocks="zifo"), dict(blocks="ifoz", peepholes="oi"),
+                                  dict(blocks="ifoz", peepholes="x"), dict(blocks="iz", coupled=False, peepholes="f"),
+                                  dict(blocks="ifz", coupled=True), dict(blocks="ioz", gate_recurrence=True),
+                                  dict(blocks="ifoz", clip=-1.0), dict(blocks="ifoz", gate_activation=("relu6", 0, 0)),
+                                  dict(blocks="ifoz", gate_activation=("hard_sigmoid", float("nan"), 0.5))])
+def test_gated_kernel_refuses_inconsistent_specs(spec):
     result = _run_isolated(f"""
-        layout[{index}] = {value}
         try:
-            _cell.forward(tuple(layout), False, x, W, R, b, p, None, hs, cs, g, hc, None, out)
+            _gated.GatedKernel(**{spec!r})
         except ValueError as exc:
             print("ValueError", exc)
     """)
     assert result.returncode == 0, f"crashed with return code {result.returncode}: {result.stderr[-500:]}"
     assert "ValueError" in result.stdout
+
+
+def test_driver_checks_the_cell_description():
+    """A CellKernel whose description was never filled (all zero) is refused before anything runs."""
+    result = _run_isolated("""
+        try:
+            _driver.forward(_driver.CellKernel(), False, x, W, b, (R,), None, None, (h0, c0), out)
+        except ValueError as exc:
+            print("ValueError", exc)
+    """)
+    assert result.returncode == 0, f"crashed with return code {result.returncode}: {result.stderr[-500:]}"
+    assert "ValueError" in result.stdout and "n_blocks" in result.stdout

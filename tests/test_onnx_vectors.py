@@ -265,7 +265,7 @@ def test_round_trip_from_onnx_of_to_onnx(variant, options, dtype):
     assert exported["W"].dtype == dtype
     again = from_onnx(**exported)
     assert again.dtype == dtype and again.bidirectional == layer.bidirectional
-    assert [c.kernel_layout for c in again.cells] == [c.kernel_layout for c in layer.cells]
+    assert [c.kernel_spec for c in again.cells] == [c.kernel_spec for c in layer.cells]
     assert again.params.keys() == layer.params.keys()
     for key, value in layer.params.items():
         np.testing.assert_array_equal(again.params[key], value, err_msg=key)

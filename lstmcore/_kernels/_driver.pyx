@@ -681,7 +681,9 @@ def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const 
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H, k, r, q
     dtype = np.float32 if floating is float else np.float64
     _check(T >= 1 and B >= 1 and I >= 1, "empty sequence, batch or input")
-    _check(d.n_input_blocks >= 1 and W.shape[0] % max(d.n_input_blocks, 1) == 0, "W rows must be n_input_blocks*H")
+    _check(1 <= d.n_blocks <= MAX_BLOCKS and 1 <= d.n_input_blocks <= d.n_blocks,
+           f"cell: n_blocks must be 1 .. {MAX_BLOCKS} and n_input_blocks 1 .. n_blocks (is the description filled?)")
+    _check(W.shape[0] % d.n_input_blocks == 0, "W rows must be n_input_blocks*H")
     H = W.shape[0] // d.n_input_blocks
     cdef Plan plan = _plan(d, H, B)
     _check(H >= 1 and W.shape[1] == I and b.shape[0] == plan.GIH, "W, b shapes")
