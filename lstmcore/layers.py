@@ -199,6 +199,7 @@ class LSTM:
         H, D = self.hidden_size, self.num_directions
         params = [[self._direction_params(k, d) for d in range(D)] for k in range(self.num_layers)]
         final = [np.empty_like(s) for s in init]
+        self._tape = None  # the previous forward's caches give their workspaces back for this one
         caches, inp = [], x
         for k in range(self.num_layers):
             out = np.zeros((T, B, D * H), dtype=self.dtype)

@@ -277,3 +277,49 @@ def test_options_and_read_only_inputs(registry, mgu):
     output, _ = layer(x)  # const memoryviews: read-only buffers are accepted
     np.testing.assert_array_equal(output, expected)
     layer.backward(np.ones_like(output))
+
+
+@pytest.mark.parametrize("options", list(OPTION_SETS))
+def test_conformance_kit(mgu, options):
+    from lstmcore.testing import CHECKS, assert_conforms
+
+    report = assert_conforms(mgu.MinimalGatedUnit().with_options(**OPTION_SETS[options][0]))
+    assert report.ok and report.names == list(CHECKS)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_two_stage_step_on_every_team_size(mgu, dtype):
+    """The driver runs the two-stage step (R_n reads f * h) on 1, 2 and 3 threads: each agrees with the NumPy
+    reference (forward) and with the others (gradients, to summation tolerance), and repeats itself bit for bit."""
+    from lstmcore._kernels import _driver
+
+    variant = mgu.MinimalGatedUnit()
+    rng = np.random.default_rng(3)
+    T, B, I, H = 6, 5, 4, 40
+    params = {k: (v * 2).astype(dtype) for k, v in variant.init_parameters(I, H, rng, dtype).items()}
+    x = rng.normal(size=(T, B, I)).astype(dtype)
+    h0 = rng.normal(size=(B, H)).astype(dtype)
+    lengths = np.array([6, 0, 3, 6, 1], np.int32)
+    d_out, d_h = rng.normal(size=(T, B, H)).astype(dtype), rng.normal(size=(B, H)).astype(dtype)
+    ref_out, _ = mgu_reference(x, params["W"], params["R"], params["b"], h0, lengths, True)
+    tol = dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-6)
+
+    def run(threads):
+        out = np.zeros((T, B, H), dtype)
+        W, b, weights, _ = variant.driver_parameters(params)
+        (h_n,), tape = _driver.forward(variant.step_kernel(), True, x, W, b, weights, None, lengths, (h0,), out,
+                                       threads=threads)
+        assert tape.threads == threads
+        grads = {k: np.zeros_like(v) for k, v in params.items()}
+        dW, db, d_weights, _ = variant.driver_parameters(grads)
+        dx = np.zeros_like(x)
+        (dh0,) = _driver.backward(tape, d_out, (d_h,), dW, db, d_weights, None, dx, False)
+        return dict(out=out, h_n=h_n, dx=dx, dh0=dh0, **grads)
+
+    results = {n: run(n) for n in (1, 2, 3)}
+    for n, result in results.items():
+        np.testing.assert_allclose(result["out"], ref_out, **tol, err_msg=str(n))
+        again = run(n)
+        for key, value in result.items():
+            np.testing.assert_array_equal(again[key], value, err_msg=f"{n} threads, {key}: not reproducible")
+            np.testing.assert_allclose(value, results[1][key], **tol, err_msg=f"{n} vs 1 threads, {key}")

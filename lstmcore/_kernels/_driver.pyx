@@ -594,6 +594,10 @@ cdef class Tape:
     cdef object x, W, weights, params, lengths, workspace
     cdef bint busy
 
+    def workspace_buffers(self):
+        """The workspace's buffers (for tests: a second call of the same shape must get the same ones)."""
+        return tuple(self.workspace.buffers.values())
+
     def __dealloc__(self):
         if self.workspace is not None:
             try:

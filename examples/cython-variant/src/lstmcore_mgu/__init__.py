@@ -1,7 +1,8 @@
 """lstmcore-mgu: a minimal gated unit for lstmcore, written in Cython on lstmcore's C-level API.
 
-The compiled kernel (``_mgu.pyx``) cimports lstmcore's BLAS shim and activation helpers; this module wraps it as a
-``lstmcore.Variant`` and registers it through the ``register_variants`` hook (entry-point group ``lstmcore``)::
+The compiled step (``_mgu.pyx``) is only MGU's element-wise maths, a ``CellKernel`` that lstmcore's sequence driver
+runs; this module declares the parameters, maps them to the driver's (W, b, the recurrent weights) and registers the
+variant through the ``register_variants`` hook (entry-point group ``lstmcore``)::
 
     import lstmcore
     layer = lstmcore.LSTM(8, 16, variant="mgu")
@@ -9,10 +10,9 @@ The compiled kernel (``_mgu.pyx``) cimports lstmcore's BLAS shim and activation 
 """
 from __future__ import annotations
 
-import numpy as np
+import functools
 
 import lstmcore
-from lstmcore._kernels._activations import ACTIVATIONS
 
 from lstmcore_mgu import _mgu
 
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 __all__ = ["MinimalGatedUnit", "register_variants"]
 
 
-class MinimalGatedUnit(lstmcore.Variant):
+class MinimalGatedUnit(lstmcore.CompiledCell):
     """Minimal gated unit (Zhou, Wu, Zhang & Zhou, "Minimal gated unit for recurrent neural networks", 2016)::
 
         f_t = sigma(W_f x_t + R_f h_{t-1} + b_f)                  forget gate
@@ -35,9 +35,7 @@ class MinimalGatedUnit(lstmcore.Variant):
 
     name = "mgu"
     description = "Minimal gated unit (Zhou et al., 2016): one forget gate, h = (1 - f) h + f n; Cython plugin."
-    compiled = True
     state_names = ("h",)
-    skips_input_grad = True
     OPTIONS = ("gate_activation", "input_activation")
 
     def __init__(self, gate_activation="sigmoid", input_activation="tanh"):
@@ -62,33 +60,17 @@ class MinimalGatedUnit(lstmcore.Variant):
         H = hidden_size
         return {"W": (2 * H, input_size), "R": (2 * H, H), "b": (2 * H,)}
 
-    def _activations(self):
-        g, n = self.gate_activation, self.input_activation
-        return ACTIVATIONS[g.name], g.alpha, g.beta, ACTIVATIONS[n.name], n.alpha, n.beta
+    def step_kernel(self):
+        return _kernel(*((a.name, a.alpha, a.beta) for a in (self.gate_activation, self.input_activation)))
 
-    def forward(self, params, x, state, lengths, reverse, out):
-        x = np.ascontiguousarray(x)
-        T, B, _ = x.shape
+    def driver_parameters(self, params):
         H = params["R"].shape[1]
-        h_states = np.empty((T + 1, B, H), dtype=x.dtype)
-        h_states[T if reverse else 0] = state[0]
-        gates = np.empty((T, B, 2 * H), dtype=x.dtype)
-        fh = np.empty((T, B, H), dtype=x.dtype)
-        _mgu.forward(bool(reverse), x, params["W"], params["R"], params["b"], lengths, *self._activations(),
-                     h_states, gates, fh, out)
-        cache = (x, lengths, bool(reverse), h_states, gates, fh)
-        return (h_states[0 if reverse else T].copy(),), cache
+        return params["W"], params["b"], (params["R"][:H], params["R"][H:]), None
 
-    def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
-        x, lengths, reverse, h_states, gates, fh = cache
-        act_gate, gate_alpha, _, act_cand, cand_alpha, _ = self._activations()
-        dh = np.array(d_state[0], dtype=x.dtype, order="C", copy=True)
-        grads = {name: np.empty_like(value) for name, value in params.items()}
-        d_gates = np.empty_like(gates)
-        _mgu.backward(reverse, x, params["W"], params["R"], lengths, act_gate, gate_alpha, act_cand, cand_alpha,
-                      h_states, gates, fh, d_out, dh, d_gates, grads["W"], grads["R"], grads["b"], d_x,
-                      bool(accumulate_dx))
-        return (dh,), grads
+
+@functools.lru_cache(maxsize=64)
+def _kernel(gate_activation, input_activation):
+    return _mgu.MGUKernel(gate_activation, input_activation)
 
 
 @lstmcore.hookimpl
