@@ -12,7 +12,9 @@ when its samples spread widely or other processes used the CPUs meanwhile (read 
 marks one still noisy or disturbed after that: rerun that config (``--configs``) when the machine is quiet.
 
 - GFLOP/s are *nominal*: 2*T*B*4H*(I+H) floating-point operations per forward and 3x that for forward+backward, for
-  every variant (a variant with fewer gates does less work, so its nominal rate looks higher).
+  every variant (a variant with fewer gates does less work, so its nominal rate looks higher). ``% peak`` divides
+  them by the machine's measured peak for that thread count and dtype: the best rate of a large square GEMM
+  (2048 x 2048, SciPy's BLAS, as many threads), printed above the tables.
 - ``torch`` is ``torch.nn.LSTM`` (always the vanilla LSTM, on its default CPU path; forward under ``torch.no_grad()``,
   forward+backward with autograd, ``output.backward(grad)``, input gradient included, as ours computes ``d_x``).
   The ``÷`` columns are ours divided by the comparator: lower is better.
@@ -209,6 +211,26 @@ def torch_peak(fn) -> int | None:
 
 
 # -- the run ----------------------------------------------------------------------------------------------------------
+def measured_peak(dtype: str, threads: int, seconds: float = 0.5) -> float:
+    """GFLOP/s of the best of repeated 2048 x 2048 GEMMs (SciPy's BLAS) on ``threads`` threads: the machine's
+    practical peak, against which the LSTM's rate is read."""
+    from scipy.linalg.blas import dgemm, sgemm
+
+    n = 2048
+    rng = np.random.default_rng(0)
+    a, b = (np.asfortranarray(rng.standard_normal((n, n)).astype(dtype)) for _ in range(2))
+    gemm = sgemm if dtype == "float32" else dgemm
+    best = math.inf
+    with threadpool_limits(limits=threads):
+        gemm(1.0, a, b)
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end or best == math.inf:
+            start = time.perf_counter()
+            gemm(1.0, a, b)
+            best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
 def nominal_gflop(B, T, I, H) -> float:
     return 2 * T * B * 4 * H * (I + H) / 1e9
 
@@ -216,6 +238,7 @@ def nominal_gflop(B, T, I, H) -> float:
 def run(args) -> list[dict]:
     budget, max_samples = (0.1, 10) if args.quick else (0.4, 100)
     results = []
+    args.peak = {(dtype, threads): measured_peak(dtype, threads) for dtype in args.dtype for threads in args.threads}
 
     def timed(fn):
         return measure(fn, budget, max_samples, args.retries, args.max_wait)
@@ -277,14 +300,18 @@ def report(results, args) -> str:
             rows = []
             for r in (r for r in results if r["dtype"] == dtype and r["threads"] == threads):
                 gf = nominal_gflop(r["B"], r["T"], r["I"], r["H"])
+                peak = args.peak[dtype, threads]
+                rate_fwd, rate_fb = gf / r["fwd"]["median"], 3 * gf / r["fwd_bwd"]["median"]
                 rows.append([f"{r['config']} B{r['B']} T{r['T']} I{r['I']} H{r['H']}", r["variant"], ms(r["fwd"]),
-                             ms(r["fwd_bwd"]), f"{gf / r['fwd']['median']:.3g}",
-                             f"{3 * gf / r['fwd_bwd']['median']:.3g}", ms(r.get("torch_fwd")),
+                             ms(r["fwd_bwd"]), f"{rate_fwd:.3g} ({rate_fwd / peak:.0%})",
+                             f"{rate_fb:.3g} ({rate_fb / peak:.0%})", ms(r.get("torch_fwd")),
                              ms(r.get("torch_fwd_bwd")), ratio(r["fwd"], r.get("torch_fwd")),
                              ratio(r["fwd_bwd"], r.get("torch_fwd_bwd")), ms(r.get("numpy_fwd_bwd")),
                              ratio(r["fwd_bwd"], r.get("numpy_fwd_bwd"))])
-            out.append(f"### {dtype}, {threads} thread{'s' if threads > 1 else ''}\n\n" + table(
-                ["config", "variant", "fwd ms", "fwd+bwd ms", "GFLOP/s fwd", "GFLOP/s f+b", "torch fwd ms",
+            out.append(f"### {dtype}, {threads} thread{'s' if threads > 1 else ''} (measured peak "
+                       f"{args.peak[dtype, threads]:.0f} GFLOP/s)\n\n" + table(
+                ["config", "variant", "fwd ms", "fwd+bwd ms", "GFLOP/s fwd (% peak)", "GFLOP/s f+b (% peak)",
+                 "torch fwd ms",
                  "torch f+b ms", "÷torch fwd", "÷torch f+b", "numpy f+b ms", "÷numpy f+b"], rows))
         if args.memory:
             rows = [[r["config"], r["variant"], mib(r["mem"]), mib(r["numpy_mem"]), mib(r.get("torch_mem"))]

@@ -42,6 +42,7 @@ cdef extern from "lstmcore_team.h" nogil:
     void lc_team_barrier()
     int lc_blas_threads(const void *fn)
     int lc_cpu_count()
+    int lc_blas_set_threads_local(const void *fn, int n)
     int LC_TEAM_MAX
 
 
@@ -50,6 +51,9 @@ cdef extern from "lstmcore_team.h" nogil:
 MIN_STEP_FLOPS_PER_THREAD = 200_000
 #: Hidden units are split between threads in multiples of this (whole vector panels of the small GEMM).
 cdef Py_ssize_t UNIT_ALIGN = 8
+#: Rows of the input projection and of dx per block of the small GEMM (the block of A stays in cache while every
+#: panel of the weights passes).
+cdef Py_ssize_t ROW_BLOCK = 256
 #: Free workspaces kept per dtype for the next calls.
 MAX_POOLED_WORKSPACES = 16
 
@@ -173,6 +177,18 @@ cdef struct Run:
     void *d_stage_input         # (B, V)
     void *d_params              # (threads, P) when whole_rows, else (P,)
     void *db                    # (GIH,)
+    # the large products, done by the team: input projection, dx (our small GEMM), dW and dR (BLAS per thread)
+    Py_ssize_t n_inputs         # I
+    const void *x               # (T, B, I)
+    const void *W               # (GIH, I)
+    const void *b               # (GIH,)
+    void *packed_in             # W^T panels of each thread's units (GIH * I)
+    void *packed_dx             # W panels of each thread's input columns (GIH * I)
+    void *dW
+    void *dx                    # NULL: no input gradient
+    bint accumulate_dx
+    void *d_weight[MAX_RECURRENT]
+    bint weight_grads_in_team   # the BLAS can run single-threaded in one thread: dW, dR by the team
 
 
 cdef inline void _split(Py_ssize_t total, Py_ssize_t align, int tid, int nt, Py_ssize_t *lo,
@@ -308,6 +324,7 @@ cdef void _forward_team(Run *run, int tid, int nt, floating *tag) noexcept nogil
     _pack(run, u0, n, packed, <floating *> run.packed_bwd)
     if tid == 0:
         run.packed_threads = nt
+    _input_projection(run, u0, n, tag)
     for i in range(T):
         t = T - 1 - i if run.reverse else i
         prev = t + 1 if run.reverse else t
@@ -452,6 +469,9 @@ cdef void _backward_team(Run *run, int tid, int nt, floating *tag) noexcept nogi
             for j in range(u0, u1):
                 for k in range(1, nt):
                     mine[q * H + j] += mine[k * p.P + q * H + j]
+    _input_gradient(run, tid, nt, tag)
+    if run.weight_grads_in_team:
+        _weight_gradients(run, u0, n, tag)
 
 
 cdef void _forward_team_f(void *ctx, int tid, int nt) noexcept nogil:
@@ -461,50 +481,100 @@ cdef void _forward_team_d(void *ctx, int tid, int nt) noexcept nogil:
     _forward_team(<Run *> ctx, tid, nt, <double *> NULL)
 
 cdef void _backward_team_f(void *ctx, int tid, int nt) noexcept nogil:
+    cdef int previous = _single_threaded_blas(<Run *> ctx)
     _backward_team(<Run *> ctx, tid, nt, <float *> NULL)
+    _restore_blas(<Run *> ctx, previous)
 
 cdef void _backward_team_d(void *ctx, int tid, int nt) noexcept nogil:
+    cdef int previous = _single_threaded_blas(<Run *> ctx)
     _backward_team(<Run *> ctx, tid, nt, <double *> NULL)
+    _restore_blas(<Run *> ctx, previous)
 
 
-cdef void _input_projection(Run *run, Py_ssize_t I, const floating *x, const floating *W,
-                            const floating *b) noexcept nogil:
-    """pre = b + x W^T in the input blocks, zero in the others (one GEMM for all steps)."""
-    cdef const Plan *p = &run.plan
-    cdef Py_ssize_t r, TB = run.T * run.B
-    cdef floating *pre = <floating *> run.pre
-    for r in range(TB):
-        memcpy(pre + r * p.G, b, p.GIH * sizeof(floating))
-        if p.G > p.GIH:
-            memset(pre + r * p.G + p.GIH, 0, (p.G - p.GIH) * sizeof(floating))
-    gemm(NoTrans, Trans, <int> TB, <int> p.GIH, <int> I, <floating> 1, x, <int> I, W, <int> I,
-         <floating> 1, pre, <int> p.G)
+cdef inline int _single_threaded_blas(const Run *run) noexcept nogil:
+    """A team member's BLAS calls run on its own thread only (the team is the parallelism)."""
+    return lc_blas_set_threads_local(<const void *> sgemm, 1) if run.weight_grads_in_team else -1
+
+cdef inline void _restore_blas(const Run *run, int previous) noexcept nogil:
+    if previous >= 0:
+        lc_blas_set_threads_local(<const void *> sgemm, previous)
 
 
-cdef void _weight_gradients(Run *run, Py_ssize_t I, const floating *x, const floating *W, floating *dW,
-                            floating **d_weight, floating *dx, bint accumulate_dx) noexcept nogil:
-    """One GEMM each: dW = d_pre^T x, dM = d_pre[blocks]^T input[vectors] for every recurrent weight, dx = d_pre W."""
+cdef void _input_projection(const Run *run, Py_ssize_t u0, Py_ssize_t n, floating *tag) noexcept nogil:
+    """pre = b + x W^T in this thread's units of the input blocks, zero in its units of the others: one product for
+    all steps, on the small GEMM with W^T packed per thread, ROW_BLOCK rows of x at a time."""
     cdef const CellDesc *d = run.cell
     cdef const Plan *p = &run.plan
-    cdef Py_ssize_t TB = run.T * run.B, H = p.H, k
+    cdef Py_ssize_t I = run.n_inputs, H = p.H, TB = run.T * run.B, r, k, m0
+    cdef floating *pre = <floating *> run.pre
+    cdef const floating *x = <const floating *> run.x
+    cdef const floating *W = <const floating *> run.W
+    cdef const floating *b = <const floating *> run.b
+    cdef floating *packed = <floating *> run.packed_in
+    if n <= 0:
+        return
+    for k in range(d.n_input_blocks):
+        pack_panels(I, 0, I, n, W + (k * H + u0) * I, 1, I, packed + k * H * I + I * u0)
+    for r in range(TB):
+        for k in range(d.n_blocks):
+            if k < d.n_input_blocks:
+                memcpy(pre + r * p.G + k * H + u0, b + k * H + u0, n * sizeof(floating))
+            else:
+                memset(pre + r * p.G + k * H + u0, 0, n * sizeof(floating))
+    m0 = 0
+    while m0 < TB:
+        for k in range(d.n_input_blocks):
+            small_gemm(min(ROW_BLOCK, TB - m0), n, I, x + m0 * I, I, packed + k * H * I + I * u0,
+                       pre + m0 * p.G + k * H + u0, p.G)
+        m0 += ROW_BLOCK
+
+
+cdef void _input_gradient(const Run *run, int tid, int nt, floating *tag) noexcept nogil:
+    """dx (+)= d_pre W for this thread's share of the input columns, on the small GEMM."""
+    cdef const Plan *p = &run.plan
+    cdef Py_ssize_t I = run.n_inputs, TB = run.T * run.B, i0, i1, m, m0
+    cdef floating *dx = <floating *> run.dx
+    cdef floating *packed = <floating *> run.packed_dx
+    _split(I, UNIT_ALIGN, tid, nt, &i0, &i1)
+    if dx == NULL or i1 <= i0:
+        return
+    pack_panels(p.GIH, 0, p.GIH, i1 - i0, <const floating *> run.W + i0, I, 1, packed + p.GIH * i0)
+    if not run.accumulate_dx:
+        for m in range(TB):
+            memset(dx + m * I + i0, 0, (i1 - i0) * sizeof(floating))
+    m0 = 0
+    while m0 < TB:
+        small_gemm(min(ROW_BLOCK, TB - m0), i1 - i0, p.GIH, <const floating *> run.d_pre + m0 * p.G, p.G,
+                   packed + p.GIH * i0, dx + m0 * I + i0, I)
+        m0 += ROW_BLOCK
+
+
+cdef void _weight_gradients(const Run *run, Py_ssize_t u0, Py_ssize_t n, floating *tag) noexcept nogil:
+    """dW = d_pre^T x and dM = d_pre[blocks]^T input[vectors] for every recurrent weight M: the rows of this thread's
+    units [u0, u0 + n) of every block (all of them with n = H), one BLAS call each."""
+    cdef const CellDesc *d = run.cell
+    cdef const Plan *p = &run.plan
+    cdef Py_ssize_t TB = run.T * run.B, H = p.H, I = run.n_inputs, k, b, ld
     cdef const floating *d_pre = <const floating *> run.d_pre
     cdef const floating *inp
     cdef Py_ssize_t lda
     cdef const RecurrentWeight *w
-    gemm(Trans, NoTrans, <int> p.GIH, <int> I, <int> TB, <floating> 1, d_pre, <int> p.G, x, <int> I,
-         <floating> 0, dW, <int> I)
+    if n <= 0:
+        return
+    for k in range(d.n_input_blocks):
+        gemm(Trans, NoTrans, <int> n, <int> I, <int> TB, <floating> 1, d_pre + k * H + u0, <int> p.G,
+             <const floating *> run.x, <int> I, <floating> 0, <floating *> run.dW + (k * H + u0) * I, <int> I)
     for k in range(d.n_recurrent):
         w = &d.recurrent[k]
         if w.stage == 0:  # step t read the carried row of slot t (forward) or t + 1 (reverse)
             inp, lda = <const floating *> run.carried + (run.B * p.S if run.reverse else 0), p.S
         else:
             inp, lda = <const floating *> run.stage_input, p.V
-        gemm(Trans, NoTrans, <int> (w.n_blocks * H), <int> (w.n_vectors * H), <int> TB, <floating> 1,
-             d_pre + w.first_block * H, <int> p.G, inp + w.first_vector * H, <int> lda,
-             <floating> 0, d_weight[k], <int> (w.n_vectors * H))
-    if dx != NULL:
-        gemm(NoTrans, NoTrans, <int> TB, <int> I, <int> p.GIH, <floating> 1, d_pre, <int> p.G, W, <int> I,
-             <floating> (1 if accumulate_dx else 0), dx, <int> I)
+        ld = w.n_vectors * H
+        for b in range(w.first_block, w.first_block + w.n_blocks):
+            gemm(Trans, NoTrans, <int> n, <int> ld, <int> TB, <floating> 1, d_pre + b * H + u0, <int> p.G,
+                 inp + w.first_vector * H, <int> lda, <floating> 0,
+                 <floating *> run.d_weight[k] + ((b - w.first_block) * H + u0) * ld, <int> ld)
 
 
 # -- workspaces ---------------------------------------------------------------------------------------------------------
@@ -725,9 +795,10 @@ def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const 
         slots[init, :, q * H:(q + 1) * H] = states[k]
     run.out, run.ld_out = &out[0, 0, 0], ld
     run.params = &params[0] if params is not None else NULL
+    run.n_inputs, run.x, run.W, run.b = I, &x[0, 0, 0], &W[0, 0], &b[0]
+    _pointer_of(ws.take("packed_in", plan.GIH * I), &run.packed_in)
     cdef int nt = threads if threads > 0 else team_size(plan.step_flops, H, B, d.whole_rows)
     with nogil:
-        _input_projection(&run, I, &x[0, 0, 0], &W[0, 0], &b[0])
         if floating is float:
             nt = lc_team_run(nt, _forward_team_f, &run)
         else:
@@ -801,6 +872,13 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
         run.d_params = &d_params[0]
     run.db = &db[0]
     run.d_out, run.ld_d_out = &d_out[0, 0, 0], ld
+    run.n_inputs, run.x, run.W = I, &x[0, 0, 0], &W[0, 0]
+    run.dW, run.dx, run.accumulate_dx = &dW[0, 0], &dx[0, 0, 0] if dx is not None else NULL, accumulate_dx
+    for k in range(d.n_recurrent):
+        run.d_weight[k] = d_weight[k]
+    _pointer_of(ws.take("packed_dx", plan.GIH * I), &run.packed_dx)
+    # dW and dR: by the team when each member can call the BLAS single-threaded, else by the BLAS's own threads
+    run.weight_grads_in_team = nt > 1 and lc_blas_set_threads_local(<const void *> sgemm, -1) != -1
     tape.busy = True
     try:
         with nogil:
@@ -808,8 +886,8 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
                 lc_team_run(nt, _backward_team_f, &run)
             else:
                 lc_team_run(nt, _backward_team_d, &run)
-            _weight_gradients(&run, I, &x[0, 0, 0], &W[0, 0], &dW[0, 0], d_weight,
-                              &dx[0, 0, 0] if dx is not None else NULL, accumulate_dx)
+            if not run.weight_grads_in_team:
+                _weight_gradients(&run, 0, H, <floating *> NULL)
     finally:
         tape.busy = False
     if d.whole_rows and plan.P > 0:
