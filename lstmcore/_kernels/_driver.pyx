@@ -259,52 +259,63 @@ cdef inline cell_step _step_of(const CellDesc *d, bint backward, floating *tag) 
         return d.backward_d if backward else d.forward_d
 
 
+cdef void _view(const Run *run, StepView *v, int stage, Py_ssize_t t, Py_ssize_t r, Py_ssize_t u0, Py_ssize_t n,
+                floating *d_params, floating *tag) noexcept nogil:
+    """Point ``v`` at row r of step t, units [u0, u0 + n), for stage ``stage`` (rows is left to the caller)."""
+    cdef const Plan *p = &run.plan
+    cdef Py_ssize_t B = run.B, row = t * B + r
+    cdef Py_ssize_t prev = t + 1 if run.reverse else t
+    cdef Py_ssize_t nxt = t if run.reverse else t + 1
+    v.stage, v.unit0, v.units, v.hidden = stage, u0, n, p.H
+    v.ld_pre, v.ld_state, v.ld_cache, v.ld_stage_input = p.G, p.S, p.C, p.V
+    v.ld_out, v.ld_d_out = run.ld_out, run.ld_d_out
+    v.pre = <floating *> run.pre + row * p.G + u0
+    v.prev = <floating *> run.carried + (prev * B + r) * p.S + u0
+    v.next = <floating *> run.carried + (nxt * B + r) * p.S + u0
+    v.cache = <floating *> run.cache + row * p.C + u0 if p.C > 0 else NULL
+    v.stage_input = <floating *> run.stage_input + row * p.V + u0 if p.V > 0 else NULL
+    v.params = <const floating *> run.params + u0 if run.params != NULL else NULL
+    v.out = <floating *> run.out + row * run.ld_out + u0 if run.out != NULL else NULL
+    v.d_out = <const floating *> run.d_out + row * run.ld_d_out + u0 if run.d_out != NULL else NULL
+    v.d_pre = <floating *> run.d_pre + row * p.G + u0 if run.d_pre != NULL else NULL
+    v.d_state = <floating *> run.d_state + r * p.S + u0 if run.d_state != NULL else NULL
+    v.d_stage_input = <floating *> run.d_stage_input + r * p.V + u0 if run.d_stage_input != NULL and p.V > 0 \
+        else NULL
+    v.d_params = d_params + u0 if d_params != NULL else NULL
+
+
+cdef inline Py_ssize_t _real_run_end(const Run *run, Py_ssize_t t, Py_ssize_t r, Py_ssize_t r1) noexcept nogil:
+    """The end of the run of rows from r (a real one) that are all at a real step t."""
+    r += 1
+    while r < r1 and not _padded(run, t, r):
+        r += 1
+    return r
+
+
 cdef void _forward_rows(const Run *run, int stage, Py_ssize_t t, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t u0,
                         Py_ssize_t u1, floating *tag) noexcept nogil:
     """The step's forward at stage ``stage`` of step t, rows [r0, r1), units [u0, u1); padded rows carried over."""
     cdef const CellDesc *d = run.cell
     cdef const Plan *p = &run.plan
-    cdef Py_ssize_t B = run.B, n = u1 - u0, r, e, q
-    cdef Py_ssize_t prev = t + 1 if run.reverse else t
-    cdef Py_ssize_t nxt = t if run.reverse else t + 1
-    cdef floating *pre = <floating *> run.pre + t * B * p.G
-    cdef floating *c_prev = <floating *> run.carried + prev * B * p.S
-    cdef floating *c_next = <floating *> run.carried + nxt * B * p.S
-    cdef floating *cache = <floating *> run.cache + t * B * p.C
-    cdef floating *vin = <floating *> run.stage_input + t * B * p.V
-    cdef floating *out = <floating *> run.out + t * B * run.ld_out
-    cdef bint last = stage == d.n_stages - 1
+    cdef Py_ssize_t n = u1 - u0, r, e, q
     cdef StepView v
     cdef cell_step step = _step_of(d, False, tag)
-    if n <= 0:
-        return
-    v.stage, v.unit0, v.units, v.hidden = stage, u0, n, p.H
-    v.ld_pre, v.ld_state, v.ld_cache, v.ld_stage_input, v.ld_out = p.G, p.S, p.C, p.V, run.ld_out
-    v.params = <const floating *> run.params + u0 if run.params != NULL else NULL
-    v.d_out = v.d_pre = v.d_state = v.d_stage_input = v.d_params = NULL
-    v.ld_d_out = 0
     r = r0
-    while r < r1:
+    while r < r1 and n > 0:
         if _padded(run, t, r):
+            _view(run, &v, stage, t, r, u0, n, <floating *> NULL, tag)
             if stage == 0 and d.n_stages == 2:
                 for q in range(d.n_stage_input):
-                    memset(vin + r * p.V + q * p.H + u0, 0, n * sizeof(floating))
-            if last:
+                    memset(<floating *> v.stage_input + q * p.H, 0, n * sizeof(floating))
+            if stage == d.n_stages - 1:
                 for q in range(d.n_carried):
-                    memcpy(c_next + r * p.S + q * p.H + u0, c_prev + r * p.S + q * p.H + u0, n * sizeof(floating))
-                memset(out + r * run.ld_out + u0, 0, n * sizeof(floating))
+                    memcpy(<floating *> v.next + q * p.H, <floating *> v.prev + q * p.H, n * sizeof(floating))
+                memset(v.out, 0, n * sizeof(floating))
             r += 1
             continue
-        e = r + 1
-        while e < r1 and not _padded(run, t, e):
-            e += 1
+        e = _real_run_end(run, t, r, r1)
+        _view(run, &v, stage, t, r, u0, n, <floating *> NULL, tag)
         v.rows = e - r
-        v.pre = pre + r * p.G + u0
-        v.prev = c_prev + r * p.S + u0
-        v.next = c_next + r * p.S + u0
-        v.cache = cache + r * p.C + u0 if p.C > 0 else NULL
-        v.stage_input = vin + r * p.V + u0 if p.V > 0 else NULL
-        v.out = out + r * run.ld_out + u0
         step(d, &v)
         r = e
 
@@ -349,51 +360,25 @@ cdef void _forward_team(Run *run, int tid, int nt, floating *tag) noexcept nogil
 
 cdef void _backward_rows(const Run *run, int stage, Py_ssize_t t, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t u0,
                          Py_ssize_t u1, floating *d_params, floating *tag) noexcept nogil:
-    """The step's backward at stage ``stage`` of step t, rows [r0, r1), units [u0, u1); padded rows get zero deltas."""
+    """The step's backward at stage ``stage`` of step t, rows [r0, r1), units [u0, u1); padded rows get zero deltas
+    (the state's gradient passes through them unchanged)."""
     cdef const CellDesc *d = run.cell
     cdef const Plan *p = &run.plan
-    cdef Py_ssize_t B = run.B, n = u1 - u0, r, e, b
-    cdef Py_ssize_t prev = t + 1 if run.reverse else t
-    cdef Py_ssize_t nxt = t if run.reverse else t + 1
-    cdef floating *pre = <floating *> run.pre + t * B * p.G
-    cdef floating *d_pre = <floating *> run.d_pre + t * B * p.G
-    cdef floating *c_prev = <floating *> run.carried + prev * B * p.S
-    cdef floating *c_next = <floating *> run.carried + nxt * B * p.S
-    cdef floating *cache = <floating *> run.cache + t * B * p.C
-    cdef floating *vin = <floating *> run.stage_input + t * B * p.V
-    cdef const floating *d_out = <const floating *> run.d_out + t * B * run.ld_d_out
-    cdef floating *d_state = <floating *> run.d_state
-    cdef floating *d_vin = <floating *> run.d_stage_input
+    cdef Py_ssize_t n = u1 - u0, r, e, b
     cdef StepView v
     cdef cell_step step = _step_of(d, True, tag)
-    if n <= 0:
-        return
-    v.stage, v.unit0, v.units, v.hidden = stage, u0, n, p.H
-    v.ld_pre, v.ld_state, v.ld_cache, v.ld_stage_input = p.G, p.S, p.C, p.V
-    v.ld_out, v.out, v.ld_d_out = 0, NULL, run.ld_d_out
-    v.params = <const floating *> run.params + u0 if run.params != NULL else NULL
-    v.d_params = d_params + u0 if d_params != NULL else NULL
     r = r0
-    while r < r1:
+    while r < r1 and n > 0:
         if _padded(run, t, r):
-            if stage == d.n_stages - 1:  # the state's gradient passes through unchanged
+            if stage == d.n_stages - 1:
+                _view(run, &v, stage, t, r, u0, n, d_params, tag)
                 for b in range(d.n_blocks):
-                    memset(d_pre + r * p.G + b * p.H + u0, 0, n * sizeof(floating))
+                    memset(<floating *> v.d_pre + b * p.H, 0, n * sizeof(floating))
             r += 1
             continue
-        e = r + 1
-        while e < r1 and not _padded(run, t, e):
-            e += 1
+        e = _real_run_end(run, t, r, r1)
+        _view(run, &v, stage, t, r, u0, n, d_params, tag)
         v.rows = e - r
-        v.pre = pre + r * p.G + u0
-        v.d_pre = d_pre + r * p.G + u0
-        v.prev = c_prev + r * p.S + u0
-        v.next = c_next + r * p.S + u0
-        v.cache = cache + r * p.C + u0 if p.C > 0 else NULL
-        v.stage_input = vin + r * p.V + u0 if p.V > 0 else NULL
-        v.d_stage_input = d_vin + r * p.V + u0 if p.V > 0 else NULL
-        v.d_out = d_out + r * run.ld_d_out + u0
-        v.d_state = d_state + r * p.S + u0
         step(d, &v)
         r = e
 
@@ -702,6 +687,7 @@ cdef int _take_forward_buffers(Run *run, ws, Py_ssize_t T, Py_ssize_t B) except 
 
 cdef void _fill_run(Run *run, CellKernel kernel, Plan plan, Py_ssize_t T, Py_ssize_t B, bint reverse,
                     const int *lengths):
+    memset(run, 0, sizeof(Run))
     run.cell = &kernel.desc
     run.plan = plan
     run.T, run.B, run.reverse, run.lengths = T, B, reverse, lengths
