@@ -31,6 +31,9 @@ from libc.string cimport memcpy, memset
 import threading
 
 import numpy as np
+cimport numpy as cnp
+
+cnp.import_array()
 
 from scipy.linalg.cython_blas cimport sgemm
 from lstmcore._kernels._blas cimport gemm, small_gemm, pack_panels, NoTrans, Trans
@@ -104,9 +107,13 @@ cdef Plan _plan(const CellDesc *d, Py_ssize_t H, Py_ssize_t B) except *:
     _check(1 <= d.n_input_blocks <= d.n_blocks, "cell: n_input_blocks must be 1 .. n_blocks")
     _check(1 <= d.n_carried <= MAX_VECTORS, f"cell: n_carried must be 1 .. {MAX_VECTORS}")
     _check(1 <= d.n_states <= d.n_carried, "cell: n_states must be 1 .. n_carried")
-    vectors = [d.state_vector[k] for k in range(d.n_states)]
-    _check(all(0 <= v < d.n_carried for v in vectors) and len(set(vectors)) == len(vectors),
-           "cell: state_vector must name distinct carried vectors")
+    cdef bint seen[MAX_VECTORS]
+    for k in range(MAX_VECTORS):
+        seen[k] = False
+    for k in range(d.n_states):
+        q = d.state_vector[k]
+        _check(0 <= q < d.n_carried and not seen[q], "cell: state_vector must name distinct carried vectors")
+        seen[q] = True
     _check(d.n_cache >= 0 and d.n_params >= 0 and d.n_stage_input >= 0, "cell: negative sizes")
     _check(d.n_stages in (1, 2) and (d.n_stages == 2) == (d.n_stage_input > 0),
            "cell: n_stages must be 1, or 2 with n_stage_input > 0")
@@ -572,11 +579,11 @@ class Workspace:
         self.buffers = {}
 
     def take(self, name, size):
-        """A flat buffer of ``size`` elements (contents undefined: every call writes what it reads)."""
+        """A flat buffer of at least ``size`` elements (contents undefined: every call writes what it reads)."""
         buf = self.buffers.get(name)
         if buf is None or buf.shape[0] < size:
             buf = self.buffers[name] = np.empty(max(size, 1), dtype=self.dtype)
-        return buf[:max(size, 1)]
+        return buf
 
     def nbytes(self):
         return sum(b.nbytes for b in self.buffers.values())
@@ -703,9 +710,8 @@ cdef _matrix_pointers(Run *run, tuple weights, const CellDesc *d, Py_ssize_t H, 
     for k in range(d.n_recurrent):
         shape = (d.recurrent[k].n_blocks * H, d.recurrent[k].n_vectors * H)
         arr = weights[k]
-        _check(isinstance(arr, np.ndarray) and arr.dtype == dtype and tuple(arr.shape) == shape
-               and arr.flags.c_contiguous,
-               f"recurrent weight {k} must be a C-contiguous {np.dtype(dtype).name} array of shape {shape}")
+        if not (isinstance(arr, np.ndarray) and arr.dtype == dtype and tuple(arr.shape) == shape and arr.flags.c_contiguous):
+            raise ValueError(f"recurrent weight {k} must be a C-contiguous {np.dtype(dtype).name} array of shape {shape}")
         if dtype == np.float32:
             mf = arr
             run.weight[k] = &mf[0, 0]
@@ -717,17 +723,9 @@ cdef _matrix_pointers(Run *run, tuple weights, const CellDesc *d, Py_ssize_t H, 
     return tuple(arrays)
 
 
-cdef int _pointer_of(object arr, void **ptr) except -1:
-    """The data pointer of a C-contiguous float32/float64 array (already checked by the caller)."""
-    cdef float[::1] vf
-    cdef double[::1] vd
-    flat = arr.reshape(-1)
-    if arr.dtype == np.float32:
-        vf = flat
-        ptr[0] = &vf[0]
-    else:
-        vd = flat
-        ptr[0] = &vd[0]
+cdef inline int _pointer_of(cnp.ndarray arr, void **ptr) except -1:
+    """The data pointer of a C-contiguous float32/float64 array (checked by the caller, or a workspace buffer)."""
+    ptr[0] = cnp.PyArray_DATA(arr)
     return 0
 
 
@@ -756,8 +754,8 @@ def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const 
     _check(len(states) == d.n_states, f"the cell has {d.n_states} states, got {len(states)}")
     for k in range(d.n_states):
         st = states[k]
-        _check(isinstance(st, np.ndarray) and st.dtype == dtype and tuple(st.shape) == (B, H),
-               f"state {k} must be a {np.dtype(dtype).name} array of shape {(B, H)}")
+        if not (isinstance(st, np.ndarray) and st.dtype == dtype and tuple(st.shape) == (B, H)):
+            raise ValueError(f"state {k} must be a {np.dtype(dtype).name} array of shape {(B, H)}")
     _check((d.forward_f != NULL) if floating is float else (d.forward_d != NULL), "the cell has no forward step")
     cdef Py_ssize_t ld = _row_stride(out, T, B, H, sizeof(floating), "out")
 
@@ -773,7 +771,7 @@ def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const 
     run.lengths = &lens[0] if lengths is not None else NULL
     ws = tape.workspace = _acquire(dtype)
     _take_forward_buffers(&run, ws, T, B)
-    slots = ws.take("carried", (T + 1) * B * plan.S).reshape(T + 1, B, plan.S)
+    slots = ws.take("carried", (T + 1) * B * plan.S)[:(T + 1) * B * plan.S].reshape(T + 1, B, plan.S)
     init = T if reverse else 0
     slots[init] = 0
     for k in range(d.n_states):
@@ -803,14 +801,15 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
     cdef const CellDesc *d = &tape.kernel.desc
     cdef Py_ssize_t T = tape.T, B = tape.B, I = tape.input_size, H = tape.H, k, q
     dtype = np.float32 if floating is float else np.float64
-    _check(dtype == tape.dtype, f"the forward ran in {np.dtype(tape.dtype).name}")
+    if dtype != tape.dtype:
+        raise ValueError(f"the forward ran in {np.dtype(tape.dtype).name}")
     cdef Plan plan = _plan(d, H, B)
     cdef Py_ssize_t ld = _row_stride(d_out, T, B, H, sizeof(floating), "d_out")
     _check(len(d_states) == d.n_states, f"the cell has {d.n_states} states, got {len(d_states)}")
     for k in range(d.n_states):
         st = d_states[k]
-        _check(isinstance(st, np.ndarray) and st.dtype == dtype and tuple(st.shape) == (B, H),
-               f"the gradient of state {k} must be a {np.dtype(dtype).name} array of shape {(B, H)}")
+        if not (isinstance(st, np.ndarray) and st.dtype == dtype and tuple(st.shape) == (B, H)):
+            raise ValueError(f"the gradient of state {k} must be a {np.dtype(dtype).name} array of shape {(B, H)}")
     _check(tuple(dW.shape)[:2] == (plan.GIH, I) and db.shape[0] == plan.GIH, "dW, db shapes")
     _check((d_params is None) == (plan.P == 0) and (d_params is None or d_params.shape[0] == plan.P),
            "d_params shape")
@@ -825,9 +824,8 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
     for k in range(d.n_recurrent):
         shape = (d.recurrent[k].n_blocks * H, d.recurrent[k].n_vectors * H)
         arr = d_weights[k]
-        _check(isinstance(arr, np.ndarray) and arr.dtype == dtype and tuple(arr.shape) == shape
-               and arr.flags.c_contiguous and arr.flags.writeable,
-               f"d_weights[{k}] must be a writable contiguous {np.dtype(dtype).name} array of shape {shape}")
+        if not (isinstance(arr, np.ndarray) and arr.dtype == dtype and tuple(arr.shape) == shape and arr.flags.c_contiguous and arr.flags.writeable):
+            raise ValueError(f"d_weights[{k}] must be a writable contiguous {np.dtype(dtype).name} array of shape {shape}")
         _pointer_of(arr, &ptr)
         d_weight[k] = <floating *> ptr
     if tape.busy:
@@ -842,7 +840,7 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
     _take_forward_buffers(&run, ws, T, B)
     _pointer_of(ws.take("d_pre", T * B * plan.G), &run.d_pre)
     d_state = ws.take("d_state", B * plan.S)
-    rows = d_state[:B * plan.S].reshape(B, plan.S)
+    rows = d_state[:B * plan.S].reshape(B, plan.S)  # (a workspace buffer may be longer)
     rows[...] = 0
     for k in range(d.n_states):
         q = d.state_vector[k]

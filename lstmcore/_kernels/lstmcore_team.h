@@ -29,6 +29,7 @@ typedef void (*lc_team_fn)(void *ctx, int tid, int nthreads);
 #if defined(__unix__) || defined(__APPLE__)
 #include <dlfcn.h>
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -37,9 +38,11 @@ typedef void (*lc_team_fn)(void *ctx, int tid, int nthreads);
 #define LC_PAUSE() ((void)0)
 #endif
 
-/* Spin iterations before a waiter sleeps: long enough to bridge a step's imbalance between threads, short enough not
- * to hold a shared core for long. */
-#define LC_SPIN 20000
+/* A waiter spins LC_SPIN pauses (a few microseconds: a step's imbalance between threads), then yields its core
+ * LC_YIELDS times (a member that another process preempted may get it back at once), then sleeps. Spinning longer
+ * made a 2-thread team on a core shared with another process 20-40x slower than one thread. */
+#define LC_SPIN 2000
+#define LC_YIELDS 50
 
 typedef struct {
     pthread_mutex_t run_lock;          /* one team at a time */
@@ -67,6 +70,10 @@ static void lc_wait_change(volatile int *p, int old, pthread_cond_t *cv) {
     for (int i = 0; i < LC_SPIN; i++) {
         if (lc_load(p) != old) return;
         LC_PAUSE();
+    }
+    for (int i = 0; i < LC_YIELDS; i++) {
+        if (lc_load(p) != old) return;
+        sched_yield();
     }
     pthread_mutex_lock(&lc_team.lock);
     while (lc_load(p) == old) pthread_cond_wait(cv, &lc_team.lock);
