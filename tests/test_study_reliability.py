@@ -105,6 +105,15 @@ def test_bad_command_line_is_one_line_and_exit_2_before_anything_is_written(case
     assert not (out / "study.json").exists() and not (out / JOURNAL_FILE).exists()
 
 
+def test_postgres_without_its_driver_says_which_extra_to_install(tmp_path, capsys, monkeypatch):
+    for driver in ("psycopg", "psycopg2"):
+        monkeypatch.setitem(sys.modules, driver, None)  # as if not installed
+    status, stderr = _cli(capsys, *TINY_CLI, "--storage", "postgresql://me:s3cret@127.0.0.1:1/db",
+                          "--out", str(tmp_path / "s"))
+    line = _one_line(stderr)
+    assert status == 2 and 'psycopg 3 driver: pip install "lstmcore[postgres]"' in line and "s3cret" not in line
+
+
 def test_out_that_is_a_file(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     status, stderr = _cli(capsys, *TINY_CLI, "--out", str(tmp_path / "afile"))
