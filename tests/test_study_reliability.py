@@ -91,7 +91,35 @@ BAD_COMMAND_LINES = {
     "unknown variant": (["--variants", "peephole,nosuch"], "unknown variant 'nosuch'"),
     "bad param": (["--param", "learning_rate=oops"], "--param"),
     "bad seed": (["--seed", "-4"], "seed"),
+    "too many trials": (["--trials", "99999999999999999999"], "from 1 to 100000"),
+    "zero batch size in the space": (["--param", "batch_size=0"], "'batch_size' is a count"),
+    "negative learning rate in the space": (["--param", "learning_rate=-1"], "reaches learning_rate = -1"),
+    "hidden size too large for memory": (["--param", "hidden_size=1e12"], "cannot be built"),
+    "in-memory sqlite": (["--storage", "sqlite://"], "in-memory SQLite"),
+    "dataset that is not a loader": (["--dataset", "os:getcwd"], "not an option of dataset 'os:getcwd'"),
+    "unreadable config": (["--config", "/nonexistent/study.toml"], "cannot read the study configuration"),
 }
+BAD_CONFIG_FILES = {
+    "variants not names": ("[study]\nvariants = 5", "variants must be"),
+    "independent not a boolean": ('[study]\nindependent = "yes"', "independent in [study] must be true or false"),
+    "optimizer not a name": ("[training]\noptimizer = 5", "optimizer must be"),
+    "NaN learning rate": ("[training]\nlearning_rate = nan", "learning_rate"),
+    "zero layers": ("[model]\nnum_layers = 0", "num_layers in [model]"),
+    "unknown dtype": ('[model]\ndtype = "float16"', "dtype in [model]"),
+    "negative input noise in the space": ('[space.input_noise]\ndistribution = "fixed"\nvalue = -1',
+                                          "reaches input_noise = -1"),
+    "not TOML": ("garbage = = =", "is not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIG_FILES))
+def test_bad_config_file_is_one_line_and_exit_2(case, tmp_path, capsys):
+    text, expected = BAD_CONFIG_FILES[case]
+    (tmp_path / "study.toml").write_text(text)
+    status, stderr = _cli(capsys, "ablate", "--config", str(tmp_path / "study.toml"), "--out", str(tmp_path / "s"))
+    line = _one_line(stderr)
+    assert status == 2 and expected in line, line
+    assert not (tmp_path / "s" / "study.json").exists()
 
 
 @pytest.mark.parametrize("case", sorted(BAD_COMMAND_LINES))

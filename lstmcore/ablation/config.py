@@ -59,6 +59,8 @@ QUICK_PRESET = {
 }
 
 
+#: trials per variant at most (the plan is enumerated on every run)
+MAX_TRIALS = 100_000
 #: the ``lstmcore ablate`` option of a [training] key, for error messages
 CLI_FLAGS = {"max_epochs": "--epochs", "patience": "--patience", "batch_size": "--batch-size",
              "time_budget": "--time-budget"}
@@ -89,12 +91,14 @@ class StudyConfig:
             raise ConfigError("a study needs at least one variant")
         if len(set(self.variants)) != len(self.variants):
             raise ConfigError(f"variants listed twice: {self.variants}")
-        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
-            raise ConfigError(f"trials (--trials, or trials in [study]) must be a positive integer, got "
-                              f"{self.trials!r}")
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or not 1 <= self.trials <= MAX_TRIALS:
+            raise ConfigError(f"trials (--trials, or trials in [study]) must be an integer from 1 to {MAX_TRIALS}, "
+                              f"got {self.trials!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed (--seed, or seed in [study]) must be a non-negative integer, got {self.seed!r}")
         self._check_training_and_model()
+        if not isinstance(self.independent, bool):
+            raise ConfigError(f"independent in [study] must be true or false, got {self.independent!r}")
         if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
             raise ConfigError(f"name in [study] must be a non-empty string, got {self.name!r}")
         if self.baseline is None:
@@ -117,6 +121,16 @@ class StudyConfig:
             flag = CLI_FLAGS.get(name)
             where = f"{flag}, or {name} in [training]" if flag else f"{name} in [training]"
             raise ConfigError(f"{exc} ({where})") from None
+        for dim in self.space.dimensions.values():  # every value the search can give must be one fit takes
+            if dim.name == "hidden_size":
+                continue  # checked with the dataset's sizes (lstmcore.ablation.trial.check_trial_setup)
+            extremes = [dim.value] if not dim.searched else [dim.to_value(bound) for bound in dim.bounds]
+            for value in extremes:
+                try:
+                    check_fit_options(**{dim.name: value})
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(f"[space] {dim.describe()} reaches {dim.name} = {value!r}: {exc} "
+                                      f"(--param {dim.name}=..., or [space.{dim.name}])") from None
         model = self.model
         layers = model.get("num_layers", 1)
         if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
@@ -200,7 +214,7 @@ class StudyConfig:
             training=training,
             model=merged["model"],
             seed=study.get("seed", 0),
-            independent=bool(study.get("independent", False)),
+            independent=study.get("independent", False),
             baseline=study.get("baseline"),
             name=study.get("name"),
         )
@@ -219,6 +233,9 @@ def resolve_variants(spec) -> list[str]:
     """
     import lstmcore
 
+    if not isinstance(spec, (str, list, tuple)) or not all(isinstance(i, str) for i in ([] if isinstance(spec, str)
+                                                                                      else spec)):
+        raise ConfigError(f"variants must be a comma-separated string or a list of names, got {spec!r}")
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     names: list[str] = []
     for item in (str(i).strip() for i in items):

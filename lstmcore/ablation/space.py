@@ -50,14 +50,20 @@ class Dimension:
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(f"hyperparameter {self.name!r}: unknown distribution {self.distribution!r}; "
                              f"use one of {', '.join(DISTRIBUTIONS)}")
+        integer = HYPERPARAMETERS[self.name] == "int"
         if self.distribution == "fixed":
             if self.value is None or not _is_number(self.value):
                 raise ValueError(f"hyperparameter {self.name!r}: a fixed distribution needs a numeric 'value'")
+            if integer and self.value < 1:
+                raise ValueError(f"hyperparameter {self.name!r} is a count: its value must be at least 1, "
+                                 f"got {self.value}")
             return
         if not (_is_number(self.low) and _is_number(self.high)):
             raise ValueError(f"hyperparameter {self.name!r}: {self.distribution} needs numeric 'low' and 'high'")
         if not self.low < self.high:
             raise ValueError(f"hyperparameter {self.name!r}: low ({self.low}) must be below high ({self.high})")
+        if integer and self.low < 1:
+            raise ValueError(f"hyperparameter {self.name!r} is a count: low must be at least 1, got {self.low}")
         if self.distribution != "uniform" and self.low <= 0:
             raise ValueError(f"hyperparameter {self.name!r}: {self.distribution} needs low > 0, got {self.low}")
         if self.distribution == "one_minus_log_uniform" and self.high > 1:

@@ -153,6 +153,9 @@ def _open_rdb(optuna, url: str):
     if not scheme or "://" not in url:
         raise ConfigError(f"--storage {shown!r} is not an Optuna RDB URL such as postgresql://user@host/db or "
                           f"sqlite:///path/trials.db")
+    if scheme.startswith("sqlite") and url.partition("://")[2].strip("/") in ("", ":memory:"):
+        raise ConfigError(f"--storage {shown}: an in-memory SQLite database would lose every trial when the command "
+                          f"ends; give a file, sqlite:///path/trials.db")
     engine_kwargs = {"connect_args": {"connect_timeout": 10}} if scheme.startswith("postgresql") else {}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)

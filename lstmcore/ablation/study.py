@@ -37,7 +37,7 @@ from lstmcore.ablation.locks import StudyBusy, StudyLock, process_alive, this_pr
 from lstmcore.ablation.plan import make_plan, planned_trial
 from lstmcore.ablation.storage import (JOURNAL_FILE, grown_config, open_storage, read_study_file, shown_url,
                                        trial_rows, write_study_file)
-from lstmcore.ablation.trial import check_dataset, make_task
+from lstmcore.ablation.trial import check_trial_setup, make_task
 
 FINAL_FAILURES = ("diverged", "error")
 HEARTBEAT_SECONDS = 20.0
@@ -342,7 +342,7 @@ def run_study(config: StudyConfig, out_dir, *, jobs: int | None = None, dask=Non
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
     executor = LocalExecutor(jobs, blas_threads) if dask is None else None  # checks --jobs and --threads
-    check_dataset(config.dataset, config.dataset_options, load=dask is None)
+    check_trial_setup(config, load=dask is None)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -392,8 +392,9 @@ def _run(coordinator: Coordinator, executor, *, quiet: bool, retry_failed: bool,
                     if claimed is None:
                         break
                     trial, planned = claimed
-                    handle = executor.submit(make_task(config, planned, executor.blas_threads))
-                    in_flight[handle] = trial
+                    with deferred_interrupts():  # starting a worker process is not to be cut in half either
+                        handle = executor.submit(make_task(config, planned, executor.blas_threads))
+                        in_flight[handle] = trial
                     progress.trial_started(planned.key)
                 if not in_flight:
                     break

@@ -45,9 +45,36 @@ def dataset_loader(name: str):
     return loader
 
 
-def check_dataset(name: str, options: dict, load: bool = True) -> None:
+def check_trial_setup(config, load: bool = True) -> None:
+    """Check what every trial of ``config`` builds, before any runs: the dataset (``check_dataset``) and, when it is
+    loaded here, the model of each variant at the largest hidden size of the space (sizes, variant, [model]
+    options). ``ConfigError`` naming the setting otherwise."""
+    from lstmcore.ablation.config import ConfigError
+
+    data = check_dataset(config.dataset, config.dataset_options, load=load)
+    if data is None:
+        return
+    import numpy as np
+
+    from lstmcore.training import SequenceModel
+
+    hidden = config.space.dimensions.get("hidden_size")
+    largest = 1 if hidden is None else hidden.to_value(hidden.value if not hidden.searched else hidden.bounds[1])
+    model_options = dict(config.model)
+    dtype = np.dtype(model_options.pop("dtype", "float32"))
+    for variant in config.variants:
+        try:
+            SequenceModel(data.n_inputs, int(largest), data.n_outputs, variant=variant, output=data.output,
+                          per_step=data.per_step, seed=0, dtype=dtype, **model_options)
+        except (TypeError, ValueError, MemoryError, OverflowError) as exc:
+            raise ConfigError(f"the {variant} model of this study at hidden_size = {largest} (the space's "
+                              f"largest) cannot be built: {' '.join(str(exc).split())[:300]}") from None
+
+
+def check_dataset(name: str, options: dict, load: bool = True):
     """Check a study's dataset before any trial runs: the loader exists, takes ``options`` and (``load``) builds a
-    ``lstmcore.datasets.Dataset``. ``ConfigError`` naming ``--dataset`` or ``--dataset-option`` otherwise."""
+    ``lstmcore.datasets.Dataset``, which is returned (``None`` without ``load``). ``ConfigError`` naming
+    ``--dataset`` or ``--dataset-option`` otherwise."""
     import inspect
 
     from lstmcore.ablation.config import ConfigError
@@ -64,7 +91,7 @@ def check_dataset(name: str, options: dict, load: bool = True) -> None:
             raise ConfigError(f"--dataset-option {', '.join(unknown)}: not an option of dataset {name!r} "
                               f"(its options: {', '.join(parameters) or 'none'})")
     if not load:
-        return
+        return None
     try:
         data = load_study_dataset(name, options)
     except Exception as exc:
@@ -74,6 +101,7 @@ def check_dataset(name: str, options: dict, load: bool = True) -> None:
         _load_dataset_cached.cache_clear()  # the coordinator does not train: do not keep the data
     if not isinstance(data, Dataset):
         raise ConfigError(f"--dataset {name!r} returned {type(data).__name__}, not a lstmcore.datasets.Dataset")
+    return data
 
 
 @functools.lru_cache(maxsize=4)

@@ -14,7 +14,7 @@ from lstmcore._validation import finite_number, positive_int, random_seed
 from lstmcore.datasets import Split
 from lstmcore.training.losses import step_mask
 from lstmcore.training.model import NORMALIZATIONS, NonFiniteError, SequenceModel
-from lstmcore.training.optimizers import clip_by_global_norm, global_norm, make_optimizer
+from lstmcore.training.optimizers import Optimizer, clip_by_global_norm, global_norm, make_optimizer
 
 STATUSES = ("completed", "early_stopped", "time_budget", "diverged")
 
@@ -143,7 +143,7 @@ def check_fit_options(*, optimizer="sgd", learning_rate=1e-3, momentum=0.0, nest
                       eval_batch_size=64, loss_normalization="step") -> dict:
     """``fit``'s options checked and normalised (``ValueError`` or ``TypeError`` naming the option), without a model
     or data: an ablation study checks its ``[training]`` table with it before any trial runs."""
-    if isinstance(optimizer, str) and optimizer not in ("sgd", "adam"):
+    if not isinstance(optimizer, Optimizer) and optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd', 'adam' or an Optimizer instance, got {optimizer!r}")
     if not isinstance(nesterov, (bool, np.bool_)):
         raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
