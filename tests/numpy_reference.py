@@ -1,4 +1,4 @@
-"""An independent pure-NumPy LSTM, written from the equations of ARCHITECTURE.md section 4 (not from the kernels).
+"""An independent pure-NumPy LSTM, written from the equations of docs/architecture.md section 4 (not from the kernels).
 
 It is the oracle of ``test_reference.py`` and the NumPy baseline of the benchmarks. Readability comes first: one time
 step at a time, vectorised over the batch, every gate in its own array, BPTT written out by hand.

@@ -340,7 +340,7 @@ def test_params_replaced_by_assignment():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# parameter counts (ARCHITECTURE.md section 4)
+# parameter counts (docs/architecture.md section 4)
 
 def formula(variant, M, N):
     if variant == "vanilla":
