@@ -1,5 +1,8 @@
 import sys
 
-from lstmcore.cli import main
+try:
+    from lstmcore.cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python imports the command
+    sys.exit(130)
 
 sys.exit(main())

@@ -130,6 +130,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the command starts, before it runs
+        print("lstmcore: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv) -> int:
     parser = _Parser(prog="lstmcore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="forward and backward of vanilla, peephole and coupled on random data")
