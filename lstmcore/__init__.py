@@ -8,6 +8,7 @@
 """
 from lstmcore._version import __version__
 from lstmcore._kernels import _driver  # noqa: F401  (the compiled extension: fail early and clearly if it is missing)
+from lstmcore.diagrams import diagram
 from lstmcore.hookspecs import hookimpl
 from lstmcore.layers import LSTM
 from lstmcore.plugins import GROUPS, PluginError, PluginWarning, get_group, get_variant, list_variants
@@ -16,7 +17,16 @@ from lstmcore.variant import ACTIVATION_NAMES, Activation, CompiledCell, GatedCe
 __all__ = [
     "__version__", "LSTM", "Variant", "CompiledCell", "GatedCell", "Activation", "ACTIVATION_NAMES", "hookimpl",
     "list_variants", "get_variant", "get_group", "GROUPS", "PluginError", "PluginWarning", "get_include",
+    "diagram",
 ]
+
+
+def __getattr__(name):
+    if name == "plot":  # lstmcore.plot imports matplotlib: only on first use
+        import importlib
+
+        return importlib.import_module("lstmcore.plot")
+    raise AttributeError(f"module 'lstmcore' has no attribute {name!r}")
 
 
 def get_include() -> str:

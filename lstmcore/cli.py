@@ -76,6 +76,27 @@ def _variants(args) -> int:
     import lstmcore
     from lstmcore.plugins import registry
 
+    if args.diagram:
+        if not args.output:
+            print("lstmcore variants: --diagram NAME needs -o FILE (.svg, or .png for a PNG)", file=sys.stderr)
+            return 2
+        if not _known_variants([args.diagram], "variants"):
+            return 2
+        try:
+            lstmcore.diagram(args.diagram, args.output)
+        except OSError as exc:
+            print(f"lstmcore variants: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.output}")
+        return 0
+    if args.show:
+        from lstmcore.summaries import describe_variant
+
+        if not _known_variants(args.show, "variants"):
+            return 2
+        for k, name in enumerate(args.show):
+            print(("\n" if k else "") + describe_variant(lstmcore.get_variant(name), registry.source(name)))
+        return 0
     if args.check:
         from lstmcore.testing import check_variant
 
@@ -153,6 +174,10 @@ def _main(argv) -> int:
     variants.add_argument("--hidden-size", type=_positive, default=100)
     variants.add_argument("--check", nargs="+", metavar="NAME",
                           help="run the conformance kit (lstmcore.testing.check_variant) on these variants")
+    variants.add_argument("--show", nargs="+", metavar="NAME",
+                          help="print these variants' equations, parameter shapes and count, options")
+    variants.add_argument("--diagram", metavar="NAME", help="draw this variant's cell into -o FILE")
+    variants.add_argument("-o", "--output", metavar="FILE", help="where --diagram writes: .svg, or .png for a PNG")
     variants.set_defaults(func=_variants)
     from lstmcore.ablation.cli import add_commands as add_ablation_commands  # light: no Optuna/Dask until run
 

@@ -128,6 +128,13 @@ class LSTM:
     def parameter_count(self) -> int:
         return int(sum(v.size for v in self.params.values()))
 
+    def summary(self):
+        """A Keras-style table (``print(layer.summary())``): each layer and direction, its variant, output shape and
+        named parameters with shape and count; ``.total`` equals ``parameter_count()``."""
+        from lstmcore.summaries import layer_summary
+
+        return layer_summary(self)
+
     def __repr__(self) -> str:
         return (f"LSTM({self.input_size}, {self.hidden_size}, variant={self.variant_name!r}, "
                 f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
@@ -190,36 +197,58 @@ class LSTM:
         return tuple(self._float_array(s, f"state {n}_0", shape, text) for s, n in zip(state, names))
 
     # -- compute ------------------------------------------------------------------------------------------------------
+    def _through_stack(self, x, init, run):
+        """Feed ``x`` (T, B, I) up the stack: ``run(k, d, cell, inp, start, out)`` runs layer k's direction d on
+        ``inp`` from the state ``start``, writes its (T, B, H) output into ``out`` and returns ``(final_state,
+        record)``. Returns the top layer's output, the final states ``(L*D, B, H)`` and the records [k][d]."""
+        T, B, _ = x.shape
+        H, D = self.hidden_size, self.num_directions
+        final = [np.empty_like(s) for s in init]
+        records, inp = [], x
+        for k in range(self.num_layers):
+            out = np.zeros((T, B, D * H), dtype=self.dtype)
+            layer_records = []
+            for d, cell in enumerate(self.cells):
+                start = tuple(np.ascontiguousarray(s[k * D + d]) for s in init)
+                end, record = run(k, d, cell, inp, start, out[:, :, d * H:(d + 1) * H])
+                for f, e in zip(final, end):
+                    f[k * D + d] = e
+                layer_records.append(record)
+            records.append(layer_records)
+            inp = out
+        return inp, tuple(final), records
+
     def forward(self, x, state=None, lengths=None):
         """Run the whole stack over ``x``; returns ``output, (h_n, c_n)`` (see the class docstring)."""
         x = self._input(x)
         T, B, _ = x.shape
         lengths = self._lengths(lengths, T, B)
         init = self._state(state, B)
-        H, D = self.hidden_size, self.num_directions
-        params = [[self._direction_params(k, d) for d in range(D)] for k in range(self.num_layers)]
-        final = [np.empty_like(s) for s in init]
+        params = [[self._direction_params(k, d) for d in range(self.num_directions)] for k in range(self.num_layers)]
+
+        def run(k, d, cell, inp, start, out):
+            if T == 0:
+                return start, None
+            return cell.forward(params[k][d], inp, start, lengths, d == 1, out)
+
         self._tape = None  # the previous forward's caches give their workspaces back for this one
-        caches, inp = [], x
-        for k in range(self.num_layers):
-            out = np.zeros((T, B, D * H), dtype=self.dtype)
-            layer_caches = []
-            for d, cell in enumerate(self.cells):
-                start = tuple(np.ascontiguousarray(s[k * D + d]) for s in init)
-                if T == 0:
-                    end, cache = start, None
-                else:
-                    end, cache = cell.forward(params[k][d], inp, start, lengths, d == 1, out[:, :, d * H:(d + 1) * H])
-                for f, e in zip(final, end):
-                    f[k * D + d] = e
-                layer_caches.append(cache)
-            caches.append(layer_caches)
-            inp = out
+        top, final, caches = self._through_stack(x, init, run)
         self._tape = (params, caches, T, B, x.shape[2])
-        output = inp.transpose(1, 0, 2) if self.batch_first else inp
-        return output, tuple(final)
+        output = top.transpose(1, 0, 2) if self.batch_first else top
+        return output, final
 
     __call__ = forward
+
+    def trace(self, x, state=None, lengths=None):
+        """Run the stack like ``forward`` and keep every step: returns a ``lstmcore.tracing.Trace``.
+
+        ``trace[layer, direction][name]`` is a ``(T, B, H)`` array (``(B, T, H)`` with ``batch_first``) of each step's
+        gates, pre-activations, block input, states and output, as the variant's ``trace_quantities()`` names them;
+        ``trace.output`` and ``trace.final_state`` equal what ``forward`` returns. ``forward`` itself is unchanged.
+        """
+        from lstmcore.tracing import trace_layer
+
+        return trace_layer(self, x, state, lengths)
 
     def backward(self, d_output, d_h_n=None, d_c_n=None, need_input_grad=True):
         """BPTT through the last ``forward``: returns dE/dx and fills ``grads`` and ``state_grads``.

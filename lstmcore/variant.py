@@ -113,6 +113,27 @@ class Variant:
     def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
         raise NotImplementedError
 
+    # -- looking inside (optional: the defaults work for every variant) ----------------------------------------------
+    def trace_quantities(self) -> dict[str, str]:
+        """The names ``trace`` returns, each with a one-line description (the plots' labels). By default the states
+        (``state_names``) and ``"output"``; a variant that traces more (its gates, say) overrides this and ``trace``."""
+        from lstmcore.tracing import state_quantities
+
+        return state_quantities(self)
+
+    def trace(self, params, x, state, lengths, reverse):
+        """Every step of one direction, for ``LSTM.trace``: returns ``(final_state, {name: (T, B, H) array})`` with
+        exactly the names of ``trace_quantities()``, indexed by time step (padded steps: see ``lstmcore.tracing``).
+        By default it runs ``forward`` one step at a time, carrying the state tuple."""
+        from lstmcore.tracing import trace_by_steps
+
+        return trace_by_steps(self, params, x, state, lengths, reverse)
+
+    def cell_structure(self):
+        """The cell's structure for ``lstmcore.diagram`` (a ``lstmcore.diagrams.CellStructure`` or a dict in its
+        format, see docs/plugins.md), or None: the diagram then draws the cell as a box with its states."""
+        return None
+
 
 class CompiledCell(Variant):
     """A variant whose element-wise step is compiled: a ``CellKernel`` (``lstmcore/_kernels/_driver.pxd``) that
@@ -250,3 +271,20 @@ class GatedCell(CompiledCell):
     @property
     def equations(self) -> str:
         return GatedCell.__doc__
+
+    # -- looking inside ---------------------------------------------------------------------------------------------
+    def trace_quantities(self) -> dict[str, str]:
+        from lstmcore.tracing import gated_cell_quantities
+
+        return gated_cell_quantities(self)
+
+    def trace(self, params, x, state, lengths, reverse):
+        """A NumPy step of the equations above (``lstmcore.tracing.gated_cell_trace``); the kernel is not involved."""
+        from lstmcore.tracing import gated_cell_trace
+
+        return gated_cell_trace(self, params, x, state, lengths, reverse)
+
+    def cell_structure(self):
+        from lstmcore.diagrams import gated_cell_structure
+
+        return gated_cell_structure(self)

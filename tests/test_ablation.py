@@ -284,7 +284,11 @@ def test_report_from_a_trials_table(tmp_path):
         assert (tmp_path / "figures" / name).read_bytes()[:4] == b"\x89PNG"
         assert f"figures/{name}" in text
     html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "<table>" in html
+    for name in ("peephole", "nfg", "vanilla"):   # each compared cell drawn beside its results
+        assert (tmp_path / "figures" / f"cell-{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"figures/cell-{name}.png" in text
+    assert "*nfg: 12 completed trial(s)" in text and "against `peephole` (Welch, all trials): " in text
+    assert html.count("data:image/png;base64,") == 3 + 3 and "<table>" in html
     lines = (tmp_path / "trials.csv").read_text().splitlines()
     assert len(lines) == 1 + len(rows) and "param:log10_learning_rate" in lines[0]
     summary = json.loads((tmp_path / "summary.json").read_text())

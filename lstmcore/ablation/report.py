@@ -380,6 +380,8 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
                 _failures(s), s.test_mean, s.test_std, s.test_median, s.best_test, s.top10_test_mean]
                for s in summaries])
 
+    cell_diagrams(doc, summaries, comparisons, baseline, metric, figures)
+
     doc.heading(f"Tests against the baseline `{baseline}`")
     headers = ["variant", "trials", "test", "n", "n baseline", "mean diff", "HL shift",
                f"{int(100 * (1 - alpha))} % CI", "statistic", "df", "p", f"p ({CORRECTION_SHORT})", "verdict"]
@@ -462,6 +464,27 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
 
 
 CORRECTION_SHORT = "Holm"
+
+
+def cell_diagrams(doc: Document, summaries, comparisons, baseline: str, metric: str, figures: Path) -> None:
+    """A section with each compared variant's cell (``lstmcore.diagram``), its results in the caption."""
+    import lstmcore
+
+    doc.heading("The compared cells")
+    welch = {c.variant: c for c in comparisons if c.test == "welch" and c.trials == "all"}
+    for s in summaries:
+        try:
+            variant = lstmcore.get_variant(s.variant)
+        except KeyError:
+            doc.paragraph(f"`{s.variant}`: not registered where this report was made, so not drawn.")
+            continue
+        path = figures / f"cell-{s.variant}.png"
+        lstmcore.diagram(variant, path)
+        versus = ("the baseline" if s.variant == baseline else
+                  f"against `{baseline}` (Welch, all trials): {welch[s.variant].verdict}, adjusted p = "
+                  f"{_p(welch[s.variant].p_adjusted)}" if s.variant in welch else "not compared")
+        doc.figure(path, f"{s.variant}: {s.completed} completed trial(s); test {metric} mean {_cell(s.test_mean)}, "
+                         f"median {_cell(s.test_median)}, best by validation {_cell(s.best_test)}; {versus}.")
 
 
 def _failures(summary) -> str:

@@ -97,6 +97,13 @@ class SequenceModel:
     def parameter_count(self) -> int:
         return int(sum(v.size for v in self.params.values()))
 
+    def summary(self):
+        """A Keras-style table (``print(model.summary())``) of the LSTM layers and the readout; ``.total`` equals
+        ``parameter_count()``."""
+        from lstmcore.summaries import model_summary
+
+        return model_summary(self)
+
     def config(self) -> dict:
         """The constructor's arguments (without the seed), enough to build the same architecture again."""
         return {"input_size": self.input_size, "hidden_size": self.hidden_size, "output_size": self.output_size,
