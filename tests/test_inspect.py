@@ -308,7 +308,8 @@ def test_stepping_through_a_cell_doctest():
 def test_import_stays_light():
     code = ("import sys, lstmcore, lstmcore.tracing, lstmcore.diagrams, lstmcore.summaries; "
             "print(sorted(m for m in ('matplotlib', 'torch', 'optuna') if m in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd="/").stdout == "[]\n"
 
 
 def test_trace_jsb_example_trains_traces_and_plots(tmp_path):

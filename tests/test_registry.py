@@ -297,13 +297,15 @@ def test_lstmcore_variants_shows_a_failed_plugin_and_exits_non_zero(site):
     _install_distribution(site, "lstmcore-test-broken", "0.1", "lstmcore_test_ep_broken", "raise ImportError('x')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     env.pop("LSTMCORE_STRICT_PLUGINS", None)
-    done = subprocess.run([sys.executable, "-m", "lstmcore", "variants"], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-m", "lstmcore", "variants"], capture_output=True, text=True, env=env,
+                          cwd="/")
     assert done.returncode == 1
     row = [line for line in done.stdout.splitlines() if "lstmcore-test-broken 0.1" in line]
     assert len(row) == 1 and row[0].startswith("(failed)") and "failed to import: ImportError: x" in row[0]
     assert "peephole" in done.stdout and "1 plugin problem" in done.stderr and "Traceback" not in done.stderr
     env["LSTMCORE_STRICT_PLUGINS"] = "1"
-    strict = subprocess.run([sys.executable, "-m", "lstmcore", "variants"], capture_output=True, text=True, env=env)
+    strict = subprocess.run([sys.executable, "-m", "lstmcore", "variants"], capture_output=True, text=True, env=env,
+                            cwd="/")
     assert strict.returncode == 2 and strict.stderr.count("\n") == 1 and "failed to import" in strict.stderr
 
 
