@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 
 import numpy as np
 
+from lstmcore._per_thread import PerThreadState, per_thread
 from lstmcore._validation import positive_int, random_seed
 from lstmcore.plugins import get_variant
 from lstmcore.variant import Variant
@@ -22,7 +24,7 @@ def _physical_memory() -> int:
         return 2**48
 
 
-class LSTM:
+class LSTM(PerThreadState):
     """A recurrent layer stack: ``output, (h_n, c_n) = layer(x, state=None, lengths=None)``.
 
     Shapes, with D = 2 if ``bidirectional`` else 1 and L = ``num_layers``:
@@ -41,7 +43,15 @@ class LSTM:
     in the variant's docstring (``lstmcore.get_variant(name)``). ``variant_options`` (e.g. ``gate_activation``,
     ``clip``) configure the variant for every direction; ``reverse_options`` overrides some of them for the reverse one.
     ``check_finite`` refuses NaN or Inf in the input, state, gradients and weights with a ``ValueError``.
+
+    A forward keeps what its backward needs (its own copies of ``x``, ``lengths``, the initial state and the
+    parameters), so changing any of them in place afterwards does not change the gradients. Threads may share a layer:
+    the tape, ``grads`` and ``state_grads`` are per thread (see the README's API section).
     """
+
+    _tape = per_thread()
+    grads = per_thread(dict, shared_fallback=True)
+    state_grads = per_thread(shared_fallback=True)
 
     def __init__(self, input_size, hidden_size, variant="vanilla", num_layers=1, bidirectional=False,
                  batch_first=False, dtype=np.float32, seed=None, check_finite=True, reverse_options=None,
@@ -69,18 +79,17 @@ class LSTM:
         self._check_parameters_fit_in_memory()
         rng = np.random.default_rng(random_seed(seed, "seed"))
         self.params: dict[str, np.ndarray] = {}
-        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}  # key -> shape, every key of params
+        self._keys: dict[tuple[int, int, str], str] = {}  # (layer, direction, name) -> key, as torch's _all_weights
         for layer in range(self.num_layers):
             in_size = self.input_size if layer == 0 else self.num_directions * self.hidden_size
             for direction, cell in enumerate(self.cells):
                 values = cell.init_parameters(in_size, self.hidden_size, rng, self.dtype)
                 for name, value in values.items():
                     key = self.param_name(name, layer, direction)
+                    self._keys[layer, direction, name] = key
                     self.params[key] = np.ascontiguousarray(value, dtype=self.dtype)
                     self._shapes[key] = tuple(value.shape)
-        self.grads: dict[str, np.ndarray] = {}
-        self.state_grads = None
-        self._tape = None
 
     def _check_parameters_fit_in_memory(self) -> None:
         """Refuse, before allocating, sizes whose parameters (and as much again for their gradients) exceed the
@@ -106,14 +115,30 @@ class LSTM:
     def param_name(name: str, layer: int, direction: int) -> str:
         return f"{name}_l{layer}" + ("_reverse" if direction else "")
 
+    def parameter_keys(self, layer: int, direction: int) -> dict[str, str]:
+        """``{name: key}``: the keys of ``params`` that hold the variant's parameters of one layer and direction."""
+        return {name: key for (k, d, name), key in self._keys.items() if (k, d) == (layer, direction)}
+
+    def _checked_params(self) -> list[list[dict[str, np.ndarray]]]:
+        """``[layer][direction] -> {name: array}``: copies of every parameter (C-contiguous, the forward's own), after
+        checking ``params`` holds exactly the layer's keys."""
+        if not isinstance(self.params, Mapping):
+            raise TypeError(f"layer.params must be a dict of NumPy arrays, got {type(self.params).__name__}")
+        extra = [key for key in self.params if key not in self._shapes]
+        if extra:
+            raise ValueError(f"layer.params has {', '.join(map(repr, extra))}, which is not a parameter of this layer; "
+                             f"its keys are {', '.join(self._shapes)}")
+        return [[self._direction_params(k, d) for d in range(self.num_directions)] for k in range(self.num_layers)]
+
     def _direction_params(self, layer: int, direction: int) -> dict[str, np.ndarray]:
-        """The parameters of one layer and direction, checked and made contiguous for the kernel."""
-        suffix = self.param_name("", layer, direction)
+        """The parameters of one layer and direction, checked and copied (C-contiguous) for the kernel."""
         out = {}
-        for key, shape in self._shapes.items():
-            if not key.endswith(suffix) or key[: -len(suffix)] + suffix != key or "_l" in key[: -len(suffix)]:
-                continue
-            value = self.params.get(key)
+        for name, key in self.parameter_keys(layer, direction).items():
+            shape = self._shapes[key]
+            if key not in self.params:
+                raise ValueError(f"layer.params lacks {key!r} (parameter {name!r} of layer {layer}, "
+                                 f"{'reverse' if direction else 'forward'} direction), of shape {shape}")
+            value = self.params[key]
             if not isinstance(value, np.ndarray):
                 raise TypeError(f"layer.params[{key!r}] must be a NumPy array, got {type(value).__name__}")
             if value.shape != shape:
@@ -122,7 +147,7 @@ class LSTM:
                 raise TypeError(f"layer.params[{key!r}] has dtype {value.dtype}, the layer's dtype is {self.dtype}")
             if self.check_finite and not np.isfinite(value).all():
                 raise ValueError(f"layer.params[{key!r}] contains NaN or Inf")
-            out[key[: -len(suffix)]] = np.ascontiguousarray(value)
+            out[name] = np.array(value, order="C")  # a copy: later changes to the array do not reach the backward
         return out
 
     def parameter_count(self) -> int:
@@ -160,6 +185,7 @@ class LSTM:
 
     def _input(self, x) -> np.ndarray:
         order = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+        fresh = isinstance(x, (list, tuple))  # other array-likes (a memmap, a tensor) may share the caller's memory
         if not isinstance(x, np.ndarray):
             try:
                 x = np.asarray(x, dtype=self.dtype)
@@ -172,7 +198,9 @@ class LSTM:
         if (x.shape[0] if self.batch_first else x.shape[1]) < 1:
             raise ValueError(f"x has an empty batch: shape {x.shape}, expected {order} with B >= 1")
         x = self._float_array(x, "x", x.shape, order)
-        return np.ascontiguousarray(x.transpose(1, 0, 2) if self.batch_first else x)
+        time_major = np.ascontiguousarray(x.transpose(1, 0, 2) if self.batch_first else x)
+        # the backward reads it: the forward's own copy, unless converting a list or the transpose made one
+        return time_major.copy() if not fresh and np.may_share_memory(time_major, x) else time_major
 
     def _lengths(self, lengths, T: int, B: int):
         if lengths is None:
@@ -184,7 +212,7 @@ class LSTM:
             raise ValueError(f"lengths has shape {arr.shape}, expected (B,) = ({B},)")
         if arr.size and (arr.min() < 0 or arr.max() > T):
             raise ValueError(f"lengths must lie in [0, T] = [0, {T}], got min {arr.min()} and max {arr.max()}")
-        return np.ascontiguousarray(arr, dtype=np.int32)
+        return np.array(arr, dtype=np.int32)  # a copy: the backward reads it
 
     def _state(self, state, B: int):
         shape = (self.num_layers * self.num_directions, B, self.hidden_size)
@@ -193,8 +221,11 @@ class LSTM:
             return tuple(np.zeros(shape, self.dtype) for _ in self.cells[0].state_names)
         names = self.cells[0].state_names
         if not isinstance(state, (tuple, list)) or len(state) != len(names):
-            raise TypeError(f"state must be a tuple ({', '.join(n + '_0' for n in names)}), got {type(state).__name__}")
-        return tuple(self._float_array(s, f"state {n}_0", shape, text) for s, n in zip(state, names))
+            got = f"{len(state)} arrays" if isinstance(state, (tuple, list)) else type(state).__name__
+            raise TypeError(f"state must be a tuple ({', '.join(n + '_0' for n in names)},) of {len(names)} "
+                            f"array(s), got {got}")
+        return tuple(np.array(self._float_array(s, f"state {n}_0", shape, text), order="C")  # copies
+                     for s, n in zip(state, names))
 
     # -- compute ------------------------------------------------------------------------------------------------------
     def _through_stack(self, x, init, run):
@@ -220,18 +251,19 @@ class LSTM:
 
     def forward(self, x, state=None, lengths=None):
         """Run the whole stack over ``x``; returns ``output, (h_n, c_n)`` (see the class docstring)."""
+        # the previous forward's caches give their workspaces back for this one; a failed forward leaves no tape
+        self._tape = None
         x = self._input(x)
         T, B, _ = x.shape
         lengths = self._lengths(lengths, T, B)
         init = self._state(state, B)
-        params = [[self._direction_params(k, d) for d in range(self.num_directions)] for k in range(self.num_layers)]
+        params = self._checked_params()
 
         def run(k, d, cell, inp, start, out):
             if T == 0:
                 return start, None
             return cell.forward(params[k][d], inp, start, lengths, d == 1, out)
 
-        self._tape = None  # the previous forward's caches give their workspaces back for this one
         top, final, caches = self._through_stack(x, init, run)
         self._tape = (params, caches, T, B, x.shape[2])
         output = top.transpose(1, 0, 2) if self.batch_first else top
@@ -257,7 +289,8 @@ class LSTM:
         does not require grad) and ``None`` is returned.
         """
         if self._tape is None:
-            raise RuntimeError("backward() needs a forward() first: call layer(x) before layer.backward(d_output)")
+            raise RuntimeError("backward() needs a forward() first, in the same thread: call layer(x) before "
+                               "layer.backward(d_output) (each thread differentiates its own last forward)")
         params, caches, T, B, I = self._tape
         H, D, L = self.hidden_size, self.num_directions, self.num_layers
         out_shape = (B, T, D * H) if self.batch_first else (T, B, D * H)
@@ -290,10 +323,13 @@ class LSTM:
                                                tuple(np.ascontiguousarray(f[idx]) for f in d_final), d_in, d == 1)
                 for target, value in zip(d_init, d_start):
                     target[idx] = value
-                for name, value in g.items():
-                    grads[self.param_name(name, k, d)] = value
+                for name, key in self.parameter_keys(k, d).items():
+                    if name not in g:
+                        raise RuntimeError(f"variant {cell.name!r}: its backward returned no gradient for {name!r} "
+                                           f"(it returned {sorted(g)})")
+                    grads[key] = g[name]
             d_out = d_in
-        self.grads = {key: grads[key] for key in self.params}
+        self.grads = {key: grads[key] for key in self._shapes}
         self.state_grads = tuple(d_init)
         if not need_input_grad:
             return None

@@ -63,11 +63,11 @@ def layer_rows(lstm) -> list[SummaryRow]:
     for k in range(lstm.num_layers):
         for d, cell in enumerate(lstm.cells):
             where = f"lstm {k} ({'reverse' if d else 'forward'})"
-            suffix = lstm.param_name("", k, d)
-            for name, value in lstm.params.items():
-                if name.endswith(suffix) and "_l" not in name[: -len(suffix)]:
-                    rows.append(SummaryRow(where, cell.name, output.format(H), name, tuple(value.shape),
-                                           int(value.size)))
+            for key in lstm.parameter_keys(k, d).values():
+                value = lstm.params.get(key)
+                if value is None:
+                    continue
+                rows.append(SummaryRow(where, cell.name, output.format(H), key, tuple(value.shape), int(value.size)))
     return rows
 
 

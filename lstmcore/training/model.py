@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lstmcore._per_thread import PerThreadState, per_thread
 from lstmcore._validation import positive_int, random_seed
 from lstmcore.layers import LSTM
 from lstmcore.training.losses import loss_for_output, step_mask
@@ -28,7 +29,7 @@ class NonFiniteError(FloatingPointError):
     """The loss, or a gradient on its way into the layers, is NaN or Inf: training has diverged."""
 
 
-class SequenceModel:
+class SequenceModel(PerThreadState):
     """LSTM layers and a dense readout ``a = W_out h + b_out`` with a linear, sigmoid or softmax output.
 
     - ``per_step=True`` (sequence to sequence, Keras' ``TimeDistributed(Dense)``): the readout is applied at every step
@@ -40,8 +41,13 @@ class SequenceModel:
     Inputs are batch-first ``(B, T, input_size)`` with optional ``lengths`` ``(B,)``. The output's activation fixes the
     loss (``self.loss``): linear → mean squared error, sigmoid → Bernoulli NLL, softmax → cross-entropy.
     ``params`` holds the layers' parameters under their ``lstmcore.LSTM`` names plus ``W_out`` ``(K, D*H)`` and
-    ``b_out`` ``(K,)``; after ``backward``, ``grads`` has the same keys.
+    ``b_out`` ``(K,)``; after ``backward``, ``grads`` has the same keys. As for ``lstmcore.LSTM``, the tape and
+    ``grads`` are per thread, and changing a parameter in place between forward and backward does not change the
+    gradients.
     """
+
+    _tape = per_thread()
+    grads = per_thread(dict, shared_fallback=True)
 
     def __init__(self, input_size, hidden_size, output_size, *, variant="vanilla", num_layers=1, bidirectional=False,
                  output="sigmoid", per_step=True, seed=None, dtype=np.float32, **variant_options):
@@ -61,8 +67,6 @@ class SequenceModel:
             READOUT_WEIGHT: rng.uniform(-bound, bound, size=(self.output_size, features)).astype(self.dtype),
             READOUT_BIAS: np.zeros(self.output_size, dtype=self.dtype),
         }
-        self.grads: dict[str, np.ndarray] = {}
-        self._tape = None
 
     # -- description --------------------------------------------------------------------------------------------------
     @property
@@ -128,6 +132,7 @@ class SequenceModel:
     def forward(self, x, lengths=None) -> np.ndarray:
         """Logits: ``(B, T, K)`` per step or ``(B, K)`` at the last step; ``x`` is ``(B, T, input_size)``."""
         W, b = self._checked_readout()
+        self._tape = None
         output, final = self.lstm(x, lengths=lengths)
         D = self.lstm.num_directions
         if self.per_step:
@@ -136,7 +141,7 @@ class SequenceModel:
             h_n = final[0]                          # (L*D, B, H): the top layer's directions are the last D rows
             features = np.concatenate(list(h_n[-D:]), axis=1)
         logits = features @ W.T + b
-        self._tape = (features, output.shape)
+        self._tape = (features, output.shape, W.copy())  # the readout the forward used
         return logits
 
     __call__ = forward
@@ -152,9 +157,9 @@ class SequenceModel:
         Returns ``∂E/∂x`` when ``need_input_grad``.
         """
         if self._tape is None:
-            raise RuntimeError("backward() needs a forward() first")
-        features, output_shape = self._tape
-        W, _ = self._checked_readout()
+            raise RuntimeError("backward() needs a forward() first, in the same thread (each thread differentiates "
+                               "its own last forward)")
+        features, output_shape, W = self._tape
         d_logits = np.asarray(d_logits)
         if d_logits.shape != features.shape[:-1] + (self.output_size,) or d_logits.dtype != self.dtype:
             raise ValueError(f"d_logits must be a {self.dtype} array of shape "

@@ -57,12 +57,16 @@ class Optimizer:
         missing = set(params) - set(grads)
         if missing:
             raise KeyError(f"no gradient for parameters {sorted(missing)}")
+        for name, value in params.items():  # all checked before any is updated
+            grad = grads[name]
+            if not isinstance(grad, np.ndarray):
+                raise ValueError(f"gradient of {name!r} must be a NumPy array, got {type(grad).__name__}")
+            if grad.shape != value.shape or grad.dtype != value.dtype:
+                raise ValueError(f"gradient of {name!r} has shape {grad.shape} and dtype {grad.dtype}, "
+                                 f"the parameter {value.shape} and {value.dtype}")
         self.iterations += 1
         for name, value in params.items():
-            grad = grads[name]
-            if grad.shape != value.shape:
-                raise ValueError(f"gradient of {name!r} has shape {grad.shape}, the parameter {value.shape}")
-            self._update(name, value, grad)
+            self._update(name, value, grads[name])
 
     def _update(self, name: str, value: np.ndarray, grad: np.ndarray) -> None:
         raise NotImplementedError
