@@ -24,6 +24,14 @@ def _physical_memory() -> int:
         return 2**48
 
 
+def _own_copy(array, dtype=None) -> np.ndarray:
+    """A C-contiguous, read-only copy: the forward's own, which neither the caller nor a variant can change before the
+    backward reads it."""
+    copy = np.array(array, dtype=dtype, order="C")
+    copy.flags.writeable = False
+    return copy
+
+
 class LSTM(PerThreadState):
     """A recurrent layer stack: ``output, (h_n, c_n) = layer(x, state=None, lengths=None)``.
 
@@ -131,7 +139,7 @@ class LSTM(PerThreadState):
         return [[self._direction_params(k, d) for d in range(self.num_directions)] for k in range(self.num_layers)]
 
     def _direction_params(self, layer: int, direction: int) -> dict[str, np.ndarray]:
-        """The parameters of one layer and direction, checked and copied (C-contiguous) for the kernel."""
+        """The parameters of one layer and direction, checked and copied for the kernel."""
         out = {}
         for name, key in self.parameter_keys(layer, direction).items():
             shape = self._shapes[key]
@@ -147,7 +155,7 @@ class LSTM(PerThreadState):
                 raise TypeError(f"layer.params[{key!r}] has dtype {value.dtype}, the layer's dtype is {self.dtype}")
             if self.check_finite and not np.isfinite(value).all():
                 raise ValueError(f"layer.params[{key!r}] contains NaN or Inf")
-            out[name] = np.array(value, order="C")  # a copy: later changes to the array do not reach the backward
+            out[name] = _own_copy(value)
         return out
 
     def parameter_count(self) -> int:
@@ -200,7 +208,10 @@ class LSTM(PerThreadState):
         x = self._float_array(x, "x", x.shape, order)
         time_major = np.ascontiguousarray(x.transpose(1, 0, 2) if self.batch_first else x)
         # the backward reads it: the forward's own copy, unless converting a list or the transpose made one
-        return time_major.copy() if not fresh and np.may_share_memory(time_major, x) else time_major
+        if not fresh and np.may_share_memory(time_major, x):
+            return _own_copy(time_major)
+        time_major.flags.writeable = False
+        return time_major
 
     def _lengths(self, lengths, T: int, B: int):
         if lengths is None:
@@ -212,20 +223,19 @@ class LSTM(PerThreadState):
             raise ValueError(f"lengths has shape {arr.shape}, expected (B,) = ({B},)")
         if arr.size and (arr.min() < 0 or arr.max() > T):
             raise ValueError(f"lengths must lie in [0, T] = [0, {T}], got min {arr.min()} and max {arr.max()}")
-        return np.array(arr, dtype=np.int32)  # a copy: the backward reads it
+        return _own_copy(arr, np.int32)
 
     def _state(self, state, B: int):
         shape = (self.num_layers * self.num_directions, B, self.hidden_size)
         text = "(num_layers*num_directions, B, hidden_size)"
         if state is None:
-            return tuple(np.zeros(shape, self.dtype) for _ in self.cells[0].state_names)
+            return tuple(_own_copy(np.zeros(shape, self.dtype)) for _ in self.cells[0].state_names)
         names = self.cells[0].state_names
         if not isinstance(state, (tuple, list)) or len(state) != len(names):
             got = f"{len(state)} arrays" if isinstance(state, (tuple, list)) else type(state).__name__
             raise TypeError(f"state must be a tuple ({', '.join(n + '_0' for n in names)},) of {len(names)} "
                             f"array(s), got {got}")
-        return tuple(np.array(self._float_array(s, f"state {n}_0", shape, text), order="C")  # copies
-                     for s, n in zip(state, names))
+        return tuple(_own_copy(self._float_array(s, f"state {n}_0", shape, text)) for s, n in zip(state, names))
 
     # -- compute ------------------------------------------------------------------------------------------------------
     def _through_stack(self, x, init, run):
@@ -246,6 +256,7 @@ class LSTM(PerThreadState):
                     f[k * D + d] = e
                 layer_records.append(record)
             records.append(layer_records)
+            out.flags.writeable = k == self.num_layers - 1  # the next layer's read-only x, or the caller's output
             inp = out
         return inp, tuple(final), records
 

@@ -220,9 +220,11 @@ def _summarise(problems: list[str], limit: int = 2) -> str:
 
 
 def _exception_message(exc: BaseException) -> str:
-    """``TypeError: message (at file.py:123 in forward)``, pointing at the innermost frame outside this module."""
+    """``TypeError: message (at file.py:123 in forward)``, pointing at the innermost frame outside this module and
+    NumPy (the variant's line that called ``np.clip(x, out=x)``, not NumPy's)."""
     text = f"raised {type(exc).__name__}: {exc}".strip()
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.abspath(f.filename) != _THIS_FILE]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.abspath(f.filename) != _THIS_FILE
+              and not os.path.abspath(f.filename).startswith(_NUMPY_DIR)]
     if frames:
         f = frames[-1]
         text += f" (at {os.path.basename(f.filename)}:{f.lineno} in {f.name})"
@@ -230,6 +232,7 @@ def _exception_message(exc: BaseException) -> str:
 
 
 _THIS_FILE = os.path.abspath(__file__)
+_NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__)) + os.sep
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -220,8 +220,12 @@ def test_broken_variant_fails_the_right_checks(key, broken_reports):
     failed = {c.name for c in report.failures}
     assert not report.ok
     assert expected <= failed, f"expected {sorted(expected)} to fail, got {sorted(failed)}:\n{report}"
-    # a single broken rule must not look like everything is broken
-    assert len(failed) <= len(CHECKS) // 2 + 1, str(report)
+    # a single broken rule must not look like everything is broken (except writing into an input: the layer hands
+    # the variant read-only copies, so every run raises, at the variant's line)
+    if key == "modifies-inputs":
+        assert all("read-only" in c.message and "test_conformance.py" in c.message for c in report.failures)
+    else:
+        assert len(failed) <= len(CHECKS) // 2 + 1, str(report)
     text = str(report)
     for name in expected:
         line = next(line for line in text.splitlines() if line.strip().startswith(name + " "))

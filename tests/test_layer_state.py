@@ -124,6 +124,24 @@ def test_inputs_changed_in_place_after_forward_do_not_change_the_gradients(varia
             raise AssertionError(f"changing {what} after the forward changed the gradients") from exc
 
 
+def test_a_variant_gets_read_only_inputs_in_every_layer_and_direction():
+    """Both directions of a layer read the same x: a variant writing into it would change the other's input."""
+    seen = []
+
+    class WritesInputs(LinCell):
+        def forward(self, params, x, state, lengths, reverse, out):
+            for array in (x, *state, *params.values(), lengths):
+                with pytest.raises(ValueError, match="read-only"):
+                    array[...] = 0
+            seen.append(x.shape[2])
+            return super().forward(params, x, state, lengths, reverse, out)
+
+    layer = lstmcore.LSTM(3, 4, variant=WritesInputs(), num_layers=2, bidirectional=True, seed=0)
+    out, _ = layer(rand(5, 2, 3, dtype=np.float32), lengths=[5, 2])
+    assert seen == [3, 3, 8, 8]
+    out[...] = 0  # the returned output is the caller's
+
+
 def test_lengths_changed_after_forward_never_make_backward_read_unwritten_memory():
     """Lengths raised after the forward would make a backward that read them use steps the forward never computed
     (stale workspace memory, NaN here)."""
