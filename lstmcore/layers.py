@@ -88,14 +88,15 @@ class LSTM(PerThreadState):
         rng = np.random.default_rng(random_seed(seed, "seed"))
         self.params: dict[str, np.ndarray] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}  # key -> shape, every key of params
-        self._keys: dict[tuple[int, int, str], str] = {}  # (layer, direction, name) -> key, as torch's _all_weights
+        # (layer, direction) -> {name: key}: the map (layer, direction, name) -> key, as torch's _all_weights
+        self._keys: dict[tuple[int, int], dict[str, str]] = {}
         for layer in range(self.num_layers):
             in_size = self.input_size if layer == 0 else self.num_directions * self.hidden_size
             for direction, cell in enumerate(self.cells):
                 values = cell.init_parameters(in_size, self.hidden_size, rng, self.dtype)
+                keys = self._keys[layer, direction] = {}
                 for name, value in values.items():
-                    key = self.param_name(name, layer, direction)
-                    self._keys[layer, direction, name] = key
+                    key = keys[name] = self.param_name(name, layer, direction)
                     self.params[key] = np.ascontiguousarray(value, dtype=self.dtype)
                     self._shapes[key] = tuple(value.shape)
 
@@ -125,7 +126,10 @@ class LSTM(PerThreadState):
 
     def parameter_keys(self, layer: int, direction: int) -> dict[str, str]:
         """``{name: key}``: the keys of ``params`` that hold the variant's parameters of one layer and direction."""
-        return {name: key for (k, d, name), key in self._keys.items() if (k, d) == (layer, direction)}
+        if (layer, direction) not in self._keys:
+            raise ValueError(f"no layer {layer!r}, direction {direction!r}: layers are 0 .. {self.num_layers - 1}, "
+                             f"directions 0 .. {self.num_directions - 1}")
+        return dict(self._keys[layer, direction])
 
     def _checked_params(self) -> list[list[dict[str, np.ndarray]]]:
         """``[layer][direction] -> {name: array}``: copies of every parameter (C-contiguous, the forward's own), after

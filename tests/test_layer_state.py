@@ -177,6 +177,17 @@ def test_inputs_shared_with_a_memmap_are_copied(tmp_path):
     np.testing.assert_array_equal(layer.grads["W_l0"], grads["W_l0"])
 
 
+def test_x_given_as_a_torch_tensor_is_copied():
+    torch = pytest.importorskip("torch")
+    x = torch.from_numpy(rand(5, 2, 3))
+    layer = lstmcore.LSTM(3, 4, dtype=np.float64, seed=0)
+    out, _ = layer(x)
+    expected = layer.backward(np.ones_like(out)).copy()
+    out, _ = layer(x)
+    x.mul_(3)
+    np.testing.assert_array_equal(layer.backward(np.ones_like(out)), expected)
+
+
 def test_sequence_model_readout_changed_after_forward_does_not_change_the_gradients():
     def run(mutate):
         model = SequenceModel(3, 4, 2, output="softmax", seed=0, dtype=np.float64)
@@ -320,6 +331,8 @@ def test_a_layer_with_a_tape_can_be_copied(copier):
 def test_a_parameter_named_with_l_is_used_and_differentiated():
     layer = lstmcore.LSTM(3, 4, variant=LinCell(), num_layers=2, bidirectional=True, dtype=np.float64, seed=0)
     assert layer.parameter_keys(1, 1) == {"W_lin": "W_lin_l1_reverse", "R": "R_l1_reverse", "b": "b_l1_reverse"}
+    with pytest.raises(ValueError, match="layers are 0 .. 1, directions 0 .. 1"):
+        layer.parameter_keys(2, 0)
     x = rand(5, 2, 3)
     out, _ = layer(x)
     d_out = rand(*out.shape, seed=1)
