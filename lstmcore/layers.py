@@ -272,7 +272,17 @@ class LSTM(PerThreadState):
         T, B, _ = x.shape
         lengths = self._lengths(lengths, T, B)
         init = self._state(state, B)
-        params = self._checked_params()
+        top, final, self._tape = self.run_forward(self._checked_params(), x, init, lengths)
+        output = top.transpose(1, 0, 2) if self.batch_first else top
+        return output, final
+
+    def run_forward(self, params, x, init, lengths):
+        """The stack's forward on checked arrays, keeping no state: ``params[k][d]`` ``{name: array}`` for layer k and
+        direction d, ``x`` (T, B, I) C-contiguous, ``init`` the initial states (each ``(L*D, B, H)``), ``lengths``
+        int32 or None. Returns ``(output (T, B, D*H), final_states, tape)``, the tape being what ``run_backward``
+        needs; the arrays given are referenced by the tape, not copied (``forward`` passes its own copies;
+        lstmcore.torch passes tensors' memory, which autograd protects from in-place changes)."""
+        T, B, _ = x.shape
 
         def run(k, d, cell, inp, start, out):
             if T == 0:
@@ -280,9 +290,7 @@ class LSTM(PerThreadState):
             return cell.forward(params[k][d], inp, start, lengths, d == 1, out)
 
         top, final, caches = self._through_stack(x, init, run)
-        self._tape = (params, caches, T, B, x.shape[2])
-        output = top.transpose(1, 0, 2) if self.batch_first else top
-        return output, final
+        return top, final, (params, caches, T, B, x.shape[2])
 
     __call__ = forward
 
@@ -322,7 +330,18 @@ class LSTM(PerThreadState):
             d_final.append(np.zeros(state_shape, self.dtype) if value is None else
                            self._float_array(value, f"d_{name}_n", state_shape,
                                              "(num_layers*num_directions, B, hidden_size)"))
-        d_init = [np.zeros(state_shape, self.dtype) for _ in d_final]
+        d_x, self.grads, self.state_grads = self.run_backward(self._tape, d_out, d_final, need_input_grad)
+        if not need_input_grad:
+            return None
+        return d_x.transpose(1, 0, 2) if self.batch_first else d_x
+
+    def run_backward(self, tape, d_out, d_final, need_input_grad=True):
+        """BPTT through the forward that made ``tape`` (``run_forward``), keeping no state: ``d_out`` (T, B, D*H)
+        C-contiguous, ``d_final`` the gradients of the final states. Returns ``(d_x or None, grads, d_initial_states)``
+        with ``grads`` keyed like ``params``."""
+        params, caches, T, B, I = tape
+        H, D, L = self.hidden_size, self.num_directions, self.num_layers
+        d_init = [np.zeros((L * D, B, H), self.dtype) for _ in d_final]
         grads = {}
         for k in reversed(range(L)):
             in_size = I if k == 0 else D * H
@@ -344,8 +363,4 @@ class LSTM(PerThreadState):
                                            f"(it returned {sorted(g)})")
                     grads[key] = g[name]
             d_out = d_in
-        self.grads = {key: grads[key] for key in self._shapes}
-        self.state_grads = tuple(d_init)
-        if not need_input_grad:
-            return None
-        return d_out.transpose(1, 0, 2) if self.batch_first else d_out
+        return (d_out if need_input_grad else None), {key: grads[key] for key in self._shapes}, tuple(d_init)
