@@ -14,7 +14,8 @@ The PyTorch original:
 lstmcore takes the ``lengths`` of a padded batch, so the readout sees each sequence's last *real* step (what PyTorch
 needs ``pack_padded_sequence`` for). The task: which of three frequencies a noisy sine wave of random length has.
 With ``--check-torch`` (torch installed, ``--variant vanilla``) the trained weights are copied into the
-``nn.LSTM`` + ``nn.Linear`` above and both must give the same logits.
+``nn.LSTM`` + ``nn.Linear`` above and both must give the same logits. The same model trained by PyTorch, with
+lstmcore's cells as ``nn.Module``s: ``examples/torch_module_classifier.py``.
 
     python examples/torch_classifier.py
 """

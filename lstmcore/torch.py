@@ -7,14 +7,15 @@ through lstmcore's compiled forward and BPTT kernels. Needs the ``torch`` extra 
     >>> output, (h_n, c_n) = lstm(torch.randn(4, 10, 8))
     >>> output.sum().backward()                                        # lstmcore's BPTT kernel
 
-The kernels run as two custom operators registered with ``torch.library`` (``lstmcore::lstm_forward`` and
-``lstmcore::lstm_backward``, the second registered as the first's autograd formula, both with fake implementations),
-so ``torch.compile`` keeps them as single nodes of its graph. Each call is self-contained: the forward operator
-returns, besides its outputs, a 0-d ``int64`` *tape handle* whose storage owns the kernels' tape of that call (the
-saved activations and their workspace); the backward operator reads the tape through the handle and runs BPTT on it.
-The tape lives exactly as long as autograd keeps the handle (until the backward without ``retain_graph``, or until
-the graph is dropped). When the handle's tape is not there (an operator called by hand with a copied handle, say),
-the backward operator recomputes the forward first: always correct, one forward slower. See docs/torch.md.
+Autograd runs lstmcore's own BPTT kernels. Under ``torch.compile`` they are two custom operators registered with
+``torch.library`` (``lstmcore::lstm_forward``, and ``lstmcore::lstm_backward`` registered as its autograd formula,
+both with fake implementations), so the compiled graph keeps them as single nodes (no graph break). Each call is
+self-contained: the forward operator returns, besides its outputs, a 0-d ``int64`` *tape handle* whose storage owns
+that call's tape (the kernels' saved activations and their workspaces); the backward operator finds the tape through
+the handle and runs BPTT on it. The tape lives as long as autograd keeps the handle. Without its tape (a handle copied
+by hand) the backward operator recomputes the forward first: correct, one forward slower. In eager mode the same two
+functions run inside a ``torch.autograd.Function`` that keeps the tape on its ``ctx``: the custom operators' Python
+dispatch costs more than the kernels at small sizes. See docs/torch.md.
 """
 from __future__ import annotations
 
@@ -189,16 +190,40 @@ def _lengths(lengths: Optional[Tensor]):
     return None if lengths is None else np.ascontiguousarray(lengths.detach().numpy(), dtype=np.int32)
 
 
+def _run_forward(x, state, lengths, weights, config):
+    """The kernels' forward: ``(output, final states, tape)`` as tensors sharing the kernels' arrays."""
+    cfg = _config(config)
+    xs = _array(x, "x")
+    params = cfg.kernel_params([_array(w, "parameter") for w in weights], xs.dtype)
+    core = cfg.core(xs.dtype)
+    init = (tuple(_array(s, "state") for s in state) if state else  # zeros when the module was given no hx
+            tuple(np.zeros((core.num_layers * core.num_directions, xs.shape[1], core.hidden_size), xs.dtype)
+                  for _ in cfg.cell.state_names))
+    output, final, tape = core.run_forward(params, xs, init, _lengths(lengths))
+    return torch.from_numpy(output), [torch.from_numpy(f) for f in final], tape
+
+
+def _run_backward(tape, d_output, d_final, x, config, need_input_grad):
+    """The kernels' BPTT on ``tape``: ``(d_x or None, d_initial states, d_weights in the module's order)``."""
+    cfg = _config(config)
+    xs = _array(x, "x")
+    d_x, grads, d_init = cfg.core(xs.dtype).run_backward(tape, _array(d_output, "d_output"),
+                                                         [_array(g, "d_state") for g in d_final], need_input_grad)
+    return (torch.from_numpy(d_x) if need_input_grad else None, [torch.from_numpy(g) for g in d_init],
+            [torch.from_numpy(g) for g in cfg.module_grads(grads)])
+
+
+_DOUBLE_BACKWARD = ("lstmcore.torch computes first derivatives only: double backward (create_graph=True, "
+                    "gradients of gradients, torch.autograd.gradgradcheck) is not supported")
+
+
+# torch.compile: two custom operators, the second the first's autograd formula
 @torch.library.custom_op("lstmcore::lstm_forward", mutates_args=())
 def _forward_op(x: Tensor, state: list[Tensor], lengths: Optional[Tensor], weights: list[Tensor],
                 config: str) -> list[Tensor]:
     """[output (T, B, D*H), *final states (L*D, B, H), tape handle] of the stack over time-major ``x``."""
-    cfg = _config(config)
-    xs = _array(x, "x")
-    core = cfg.core(xs.dtype)
-    params = cfg.kernel_params([_array(w, "parameter") for w in weights], xs.dtype)
-    output, final, tape = core.run_forward(params, xs, tuple(_array(s, "state") for s in state), _lengths(lengths))
-    return [torch.from_numpy(output), *(torch.from_numpy(f) for f in final), _tape_handle(tape)]
+    output, final, tape = _run_forward(x, state, lengths, weights, config)
+    return [output, *final, _tape_handle(tape)]
 
 
 @_forward_op.register_fake
@@ -214,19 +239,13 @@ def _forward_fake(x, state, lengths, weights, config):
 def _backward_op(d_output: Tensor, d_final: list[Tensor], x: Tensor, state: list[Tensor], lengths: Optional[Tensor],
                  weights: list[Tensor], handle: Tensor, config: str, need_input_grad: bool) -> list[Tensor]:
     """[d_x (empty unless ``need_input_grad``), *d_initial states, *d_weights] by BPTT on the forward's tape."""
-    cfg = _config(config)
-    xs = _array(x, "x")
-    core = cfg.core(xs.dtype)
     holder = _tapes.get(int(handle))
     if holder is not None:
         tape = holder.tape
     else:  # the tape is gone (a copied handle): recompute the forward for its tape
-        params = cfg.kernel_params([_array(w, "parameter") for w in weights], xs.dtype)
-        _, _, tape = core.run_forward(params, xs, tuple(_array(s, "state") for s in state), _lengths(lengths))
-    d_x, grads, d_init = core.run_backward(tape, _array(d_output, "d_output"),
-                                           [_array(g, "d_state") for g in d_final], need_input_grad)
-    d_x = torch.from_numpy(d_x) if need_input_grad else x.new_empty(0)
-    return [d_x, *(torch.from_numpy(g) for g in d_init), *(torch.from_numpy(g) for g in cfg.module_grads(grads))]
+        tape = _run_forward(x, state, lengths, weights, config)[2]
+    d_x, d_init, d_weights = _run_backward(tape, d_output, d_final, x, config, need_input_grad)
+    return [x.new_empty(0) if d_x is None else d_x, *d_init, *d_weights]
 
 
 @_backward_op.register_fake
@@ -241,13 +260,16 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, lengths, output[-1], *state, *weights)
 
 
+def _materialized(grads, output_shape, final_shapes, x):
+    """Zeros for the outputs that got no gradient."""
+    d_output = x.new_zeros(output_shape) if grads[0] is None else grads[0]
+    return d_output, [x.new_zeros(shape) if g is None else g for g, shape in zip(grads[1:], final_shapes)]
+
+
 def _backward(ctx, grads):
     x, lengths, handle, *rest = ctx.saved_tensors
     state, weights = rest[:ctx.n_states], rest[ctx.n_states:]
-    d_output, d_final = grads[0], grads[1:1 + ctx.n_states]
-    if d_output is None:
-        d_output = x.new_zeros(ctx.output_shape)
-    d_final = [torch.zeros_like(s) if g is None else g for g, s in zip(d_final, state)]
+    d_output, d_final = _materialized(grads, ctx.output_shape, [s.shape for s in state], x)
     need_input_grad = ctx.needs_input_grad[0]
     out = _backward_op(d_output, d_final, x, list(state), lengths, list(weights), handle, ctx.config,
                        need_input_grad)
@@ -258,11 +280,40 @@ _forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _no_double_backward(ctx, grads):
-    raise RuntimeError("lstmcore.torch computes first derivatives only: double backward (create_graph=True, "
-                       "gradients of gradients, torch.autograd.gradgradcheck) is not supported")
+    raise RuntimeError(_DOUBLE_BACKWARD)
 
 
 _backward_op.register_autograd(_no_double_backward)
+
+
+class _EagerLSTM(torch.autograd.Function):
+    """Eager mode: the same kernels and tapes as the operators, without the custom operators' dispatch (their
+    argument flattening costs more than the kernels at small sizes); the tape is kept on ``ctx``. ``tensors`` are the
+    initial states (none: zeros) and then the weights."""
+
+    @staticmethod
+    def forward(ctx, x, lengths, config, n_states, *tensors):
+        state, weights = tensors[:n_states], tensors[n_states:]
+        output, final, tape = _run_forward(x, state, lengths, weights, config)
+        ctx.tape, ctx.config, ctx.n_states, ctx.output_shape = tape, config, n_states, output.shape
+        ctx.final_shapes = [f.shape for f in final]
+        ctx.save_for_backward(x, *tensors)  # x read; all saved so that autograd refuses in-place changes to them
+        return (output, *final)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x = ctx.saved_tensors[0]
+        d_output, d_final = _materialized(grads, ctx.output_shape, ctx.final_shapes, x)
+        create_graph = torch.is_grad_enabled()
+        with torch.no_grad():
+            d_x, d_init, d_weights = _run_backward(ctx.tape, d_output, d_final, x, ctx.config, ctx.needs_input_grad[0])
+        results = (d_x, None, None, None, *(d_init if ctx.n_states else ()), *d_weights)
+        if not create_graph:
+            return results
+        # create_graph=True: the gradients get a node that refuses to be differentiated (as @once_differentiable)
+        present = [r.detach().requires_grad_() for r in results if r is not None]
+        refused = iter(torch._C._functions.DelayedError(_DOUBLE_BACKWARD.encode(), len(present))(*present))
+        return tuple(None if r is None else next(refused) for r in results)
 
 
 # -- the module ------------------------------------------------------------------------------------------------------
@@ -335,7 +386,11 @@ class LSTM(nn.Module):
         T, B, _ = x.shape
         state = self._initial_state(hx, x, B)
         lengths = self._check_lengths(lengths, T, B)
-        output, *final, _ = _forward_op(x, state, lengths, weights, self._config_key)
+        if torch.compiler.is_compiling():
+            state = state or [x.new_zeros(self._state_shape(B)) for _ in self.state_names]
+            output, *final, _ = _forward_op(x, state, lengths, weights, self._config_key)
+        else:
+            output, *final = _EagerLSTM.apply(x, lengths, self._config_key, len(state), *state, *weights)
         if packed:
             order = sorted_indices if sorted_indices is not None else torch.arange(B)
             data, batch_sizes, _, _ = pack_padded_sequence(output.index_select(1, order), lengths[order])
@@ -361,10 +416,14 @@ class LSTM(nn.Module):
         if x.shape[2] != self.input_size:
             raise ValueError(f"x has {x.shape[2]} features in its last axis, expected input_size = {self.input_size}")
 
+    def _state_shape(self, B: int) -> tuple[int, int, int]:
+        return self.num_layers * (2 if self.bidirectional else 1), B, self.hidden_size
+
     def _initial_state(self, hx, x: Tensor, B: int) -> list[Tensor]:
-        shape = (self.num_layers * (2 if self.bidirectional else 1), B, self.hidden_size)
+        """``hx`` checked, as a list of tensors; empty for ``hx=None`` (the kernels start from zeros)."""
+        shape = self._state_shape(B)
         if hx is None:
-            return [x.new_zeros(shape) for _ in self.state_names]
+            return []
         if isinstance(hx, Tensor) and len(self.state_names) == 1:
             hx = (hx,)
         names = ", ".join(n + "_0" for n in self.state_names)

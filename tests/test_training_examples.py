@@ -49,3 +49,11 @@ def test_train_jsb_example_on_a_fixture(tmp_path):
     from lstmcore.training import checkpoint_metadata, load_checkpoint
     assert load_checkpoint(checkpoint).variant == "peephole"
     assert checkpoint_metadata(checkpoint)["test_nll"] == pytest.approx(summary["test_nll"])
+
+
+def test_torch_module_classifier_example():
+    pytest.importorskip("torch")
+    results = example("torch_module_classifier.py")(["--n-train", "64", "--epochs", "1", "--hidden", "4"])
+    assert [r["cell"] for r in results] == ["nn.LSTM", "peephole", "coupled"]
+    assert results[1]["parameters"] == results[0]["parameters"] + 3 * 4  # PyTorch's weights, plus three peepholes
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 and math.isfinite(r["train_loss"]) for r in results)
