@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs real studies in worker processes and subprocesses
+
 pytest.importorskip("optuna")
 pytest.importorskip("distributed")
 pytest.importorskip("matplotlib")

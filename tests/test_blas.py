@@ -279,6 +279,7 @@ def simd_here():
     return _simd_results_here()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["generic", "avx2", "avx512"])
 def test_small_gemm_and_layers_on_every_simd_path(path, simd_here, tmp_path):
     """LSTMCORE_SIMD forces a vector path of the small GEMM and the fast activations; each one (that this CPU has)

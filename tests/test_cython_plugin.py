@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # builds examples/cython-variant with pip and a C compiler
+
 import lstmcore
 from lstmcore.testing import numerical_gradient
 import lstmcore.plugins

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # builds and installs examples/lstmcore-gru with pip
+
 import lstmcore
 from shared_data import shared_data_dir
 from lstmcore.plugins import registry

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts a PostgreSQL server
+
 pytest.importorskip("optuna")
 pytest.importorskip("psycopg", reason="PostgreSQL storage needs psycopg 3: pip install \"lstmcore[postgres]\"")
 

@@ -150,6 +150,7 @@ def test_out_that_is_a_file(tmp_path, capsys):
     assert status == 2 and "is a file" in _one_line(stderr)
 
 
+@pytest.mark.slow
 def test_the_corrected_command_runs_after_a_refused_one(tmp_path, capsys):
     out = tmp_path / "study"
     assert _cli(capsys, *TINY_CLI, "--epochs", "0", "--out", str(out))[0] == 2
@@ -165,6 +166,7 @@ def test_unreachable_dask_scheduler(tmp_path, capsys):
     assert time.monotonic() - started < 30 and not (tmp_path / "s" / "study.json").exists()
 
 
+@pytest.mark.slow
 def test_report_alpha_and_report_out_are_checked(finished_study, tmp_path, capsys):
     status, stderr = _cli(capsys, "report", str(finished_study), "--alpha", "5", "--out", str(tmp_path / "r"))
     assert status == 2 and "--alpha" in _one_line(stderr)
@@ -180,6 +182,7 @@ def _records(study: Path) -> list[bytes]:
 
 @pytest.mark.parametrize("tail", [b'{"op_code": 5, "worker_id": "x", "study_id": 0, "dat', b"\0" * 300,
                                   b"not json at all\n"], ids=["cut-off line", "NUL bytes", "garbage line"])
+@pytest.mark.slow
 def test_a_torn_last_record_is_set_aside_and_the_study_resumes(finished_study, tmp_path, capsys, tail):
     study = _copy(finished_study, tmp_path)
     intact = (study / JOURNAL_FILE).read_bytes()
@@ -198,6 +201,7 @@ def test_a_torn_last_record_is_set_aside_and_the_study_resumes(finished_study, t
 
 @pytest.mark.parametrize("damage", ["garbage in the middle", "NUL bytes in the middle", "several garbage lines",
                                     "half of the file", "empty file", "journal missing"])
+@pytest.mark.slow
 def test_a_damaged_journal_is_refused_in_one_line_and_left_as_it_is(finished_study, tmp_path, capsys, damage):
     study = _copy(finished_study, tmp_path)
     lines = _records(study)
@@ -225,6 +229,7 @@ def test_a_damaged_journal_is_refused_in_one_line_and_left_as_it_is(finished_stu
     assert not list(study.glob("study.journal.torn-*"))
 
 
+@pytest.mark.slow
 def test_a_damaged_study_file_is_refused_naming_it(finished_study, tmp_path, capsys):
     study = _copy(finished_study, tmp_path)
     (study / "study.json").write_text('{"config": {"variants": ')
@@ -258,6 +263,7 @@ def test_an_interrupt_waits_until_the_claim_is_recorded(tmp_path):
         pass  # no interrupt pending: nothing raised
 
 
+@pytest.mark.slow
 def test_a_claim_left_without_an_owner_by_a_dead_run_is_rerun_at_once(tmp_path):
     """A coordinator that died right after ``ask`` leaves a RUNNING trial without an owner and a fresh heartbeat;
     the next run must not wait for the heartbeat to go stale (it used to, 5 minutes, and skip the trial)."""
@@ -369,6 +375,7 @@ def test_a_journal_lock_held_by_a_killed_process_is_free_at_once(tmp_path):
     lock.release()
 
 
+@pytest.mark.slow
 def test_a_stale_optuna_lock_file_does_not_delay_a_run(finished_study, tmp_path):
     study = _copy(finished_study, tmp_path)
     os.symlink(study / JOURNAL_FILE, study / (JOURNAL_FILE + ".lock"))  # what a kill inside Optuna's lock leaves
@@ -379,6 +386,7 @@ def test_a_stale_optuna_lock_file_does_not_delay_a_run(finished_study, tmp_path)
 
 
 # -- item 15: two coordinators on one directory ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_second_ablate_on_the_same_out_is_refused_naming_the_first(finished_study, tmp_path, capsys):
     study = _copy(finished_study, tmp_path)
     before = (study / JOURNAL_FILE).read_bytes()
@@ -392,6 +400,7 @@ def test_a_second_ablate_on_the_same_out_is_refused_naming_the_first(finished_st
 
 
 # -- item 11: several studies in one database --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_studies_sharing_a_database_keep_apart(tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     first = run_study(_config(), tmp_path / "a", jobs=1, blas_threads=1, quiet=True, storage=url)
@@ -438,6 +447,7 @@ def _install(site: Path, version: str, peepholes: bool) -> None:
     registry.reload()
 
 
+@pytest.mark.slow
 def test_a_changed_variant_is_refused_unless_accepted(tmp_path, monkeypatch):
     site = tmp_path / "site"
     site.mkdir()
