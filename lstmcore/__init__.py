@@ -7,6 +7,9 @@
     ((5, 2, 16), (1, 2, 16))
 """
 from lstmcore._version import __version__
+from lstmcore import _checkout
+
+_checkout.install(__path__[0])  # a source checkout imported in place finds variants/ as lstmcore.variants
 from lstmcore._kernels import _driver  # noqa: F401  (the compiled extension: fail early and clearly if it is missing)
 from lstmcore.diagrams import diagram
 from lstmcore.hookspecs import hookimpl
