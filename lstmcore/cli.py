@@ -1,4 +1,5 @@
-"""The ``lstmcore`` command: ``lstmcore demo``, ``lstmcore variants``, ``lstmcore ablate`` and ``lstmcore report``."""
+"""The ``lstmcore`` command: ``lstmcore demo``, ``lstmcore variants``, ``lstmcore plugins``, ``lstmcore ablate`` and
+``lstmcore report``."""
 from __future__ import annotations
 
 import argparse
@@ -117,10 +118,27 @@ def _variants(args) -> int:
         count = variant.parameter_count(args.input_size, args.hidden_size)
         print(f"{name:<12} {registry.source(name):<24} {count:>24} {'yes' if variant.compiled else 'no':>9}  "
               f"{variant.description}")
+    return _report_failures(registry, "variants", "the variants above are", f"{'-':>24} {'-':>9}  ")
+
+
+def _plugins(args) -> int:
+    """What every plugin contributed: its variants, groups and datasets, a block per plugin, then the failures."""
+    from lstmcore.plugins import registry
+
+    for source, kinds in registry.contributions().items():
+        print(source)
+        for noun, names in kinds.items():
+            if names:
+                print(f"  {noun + 's':<9} {', '.join(names)}")
+    return _report_failures(registry, "plugins", "what is listed above is", "")
+
+
+def _report_failures(registry, command: str, usable: str, filler: str) -> int:
+    """A row per plugin that failed to load (after ``filler``, the empty columns), and exit status 1 if any did."""
     for failure in registry.failures:  # a plugin that did not load still gets its row
-        print(f"{'(failed)':<12} {failure.source:<24} {'-':>24} {'-':>9}  {failure.problem}; {failure.consequence}")
+        print(f"{'(failed)':<12} {failure.source:<24} {filler}{failure.problem}; {failure.consequence}")
     if registry.failures:
-        print(f"lstmcore variants: {len(registry.failures)} plugin problem(s); the variants above are usable, the "
+        print(f"lstmcore {command}: {len(registry.failures)} plugin problem(s); {usable} usable, the "
               f"failed rows are not (LSTMCORE_STRICT_PLUGINS=1 makes them errors)", file=sys.stderr)
         return 1
     return 0
@@ -179,6 +197,8 @@ def _main(argv) -> int:
     variants.add_argument("--diagram", metavar="NAME", help="draw this variant's cell into -o FILE")
     variants.add_argument("-o", "--output", metavar="FILE", help="where --diagram writes: .svg, or .png for a PNG")
     variants.set_defaults(func=_variants)
+    plugins = sub.add_parser("plugins", help="list what every plugin contributed: variants, groups, datasets")
+    plugins.set_defaults(func=_plugins)
     from lstmcore.ablation.cli import add_commands as add_ablation_commands  # light: no Optuna/Dask until run
 
     add_ablation_commands(sub)

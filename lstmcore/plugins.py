@@ -1,7 +1,10 @@
-"""The variant registry: a pluggy plugin manager that loads the built-ins, then the ``lstmcore`` entry points.
+"""The registry: a pluggy plugin manager that loads the built-ins, then the ``lstmcore`` entry points, and collects
+what their hooks register: variants (``register_variants``), groups of variants (``register_groups``) and datasets
+(``register_datasets``), each kind checked the same way.
 
 Loading is lazy (on first use) and tolerant: a plugin that fails to import, raises in its hook, registers something that
-is not a ``Variant`` or takes a name already registered is reported with a warning naming its distribution and skipped.
+is not a ``Variant`` (a group, a dataset loader) or takes a name already registered is reported with a warning naming
+its distribution and skipped.
 ``LSTMCORE_STRICT_PLUGINS=1`` turns those reports into ``PluginError``; ``LSTMCORE_DISABLE_PLUGINS=1`` loads built-ins only.
 ``registry.failures`` lists them (``PluginFailure``); ``lstmcore variants`` shows one row each and exits with 1.
 """
@@ -9,10 +12,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import inspect
 import os
+import re
 import threading
 import traceback
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pluggy
@@ -89,8 +95,61 @@ def _plugin_location(module_name: str | None, error: BaseException | None = None
 
 @dataclass(frozen=True)
 class Registration:
-    variant: Variant
+    """One registered thing (a ``Variant``, a group's tuple of variant names, a dataset loader) and its source."""
+
+    value: object
     source: str  # "built-in" or "<distribution> <version>"
+    description: str = ""
+
+    @property
+    def variant(self) -> Variant:
+        return self.value
+
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]*$")
+
+
+def _variant_entry(variant):
+    """``register(variant)`` of ``register_variants``: (name, value, description) or the problem."""
+    if not isinstance(variant, Variant):
+        return f"registered {variant!r}, which is not a lstmcore.Variant"
+    name = getattr(variant, "name", None)
+    if not isinstance(name, str) or not name:
+        return "registered a variant without a name"
+    return name, variant, variant.description
+
+
+def _group_entry(name, variants, description=""):
+    """``register(name, variants, description="")`` of ``register_groups``."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        return f"registered a group named {name!r}; a name is lower-case letters, digits, '_' or '-'"
+    if isinstance(variants, str) or not all(isinstance(v, str) and v for v in (variants or ())) or not variants:
+        return f"registered group {name!r} with {variants!r}, not a non-empty list of variant names"
+    return name, tuple(variants), str(description)
+
+
+def _dataset_entry(name, loader):
+    """``register(name, loader)`` of ``register_datasets``."""
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        return (f"registered a dataset named {name!r}; a name is lower-case letters, digits, '_' or '-' (':' marks "
+                f"the package.module:function shortcut)")
+    if not callable(loader):
+        return f"registered dataset {name!r} with {loader!r}, which is not callable"
+    return name, loader, (inspect.getdoc(loader) or "").split("\n")[0]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What one registration hook collects: ``entry`` turns the arguments of its ``register`` call into
+    ``(name, value, description)``, or says what is wrong with them."""
+
+    hook: str
+    noun: str
+    entry: Callable
+
+
+KINDS = (Kind("register_variants", "variant", _variant_entry), Kind("register_groups", "group", _group_entry),
+         Kind("register_datasets", "dataset", _dataset_entry))
 
 
 def _env_flag(name: str) -> bool:
@@ -98,16 +157,21 @@ def _env_flag(name: str) -> bool:
 
 
 class Registry:
-    """Registered variants by name. ``lstmcore.list_variants`` and ``lstmcore.get_variant`` use the default one."""
+    """What the plugins registered: variants, groups and datasets by name. ``lstmcore.list_variants``,
+    ``lstmcore.get_variant``, ``lstmcore.get_group`` and ``lstmcore.datasets.load_dataset`` use the default one."""
 
     def __init__(self):
         self._lock = threading.RLock()
-        self._variants: dict[str, Registration] | None = None
+        self._tables: dict[str, dict[str, Registration]] | None = None  # kind's noun -> name -> registration
         self.plugin_manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.plugin_manager.add_hookspecs(hookspecs)
         self.failures: list[PluginFailure] = []
         self._loaded_sources: set[str] = set()
         self._in_process: dict[str, object] = {}
+
+    @property
+    def _variants(self) -> dict[str, Registration] | None:
+        return None if self._tables is None else self._tables["variant"]
 
     # -- loading ----------------------------------------------------------------------------------------------------
     def _report(self, failure: PluginFailure) -> None:
@@ -118,51 +182,65 @@ class Registry:
         warnings.warn_explicit(str(failure), PluginWarning, failure.filename, failure.lineno,
                                module=failure.module or failure.source)
 
-    def _collect(self, plugin, source: str, variants: dict[str, Registration]) -> None:
-        """Register one plugin with pluggy, call its hook and add what it registers."""
+    def _collect(self, plugin, source: str, tables: dict[str, dict[str, Registration]],
+                 pluggy_name: str | None = None) -> None:
+        """Register one plugin with pluggy, call each of its hooks and add what they register."""
         pm = self.plugin_manager
         module_name = getattr(plugin, "__name__", None) or type(plugin).__module__
-        hook = getattr(plugin, "register_variants", None)
+        pluggy_name = pluggy_name or source
+        if pm.get_plugin(pluggy_name) is None:
+            try:
+                pm.register(plugin, name=pluggy_name)
+            except Exception as exc:  # pluggy.PluginValidationError (wrong hook signature), or already registered
+                self._report(PluginFailure(source, f"is not a valid plugin: {type(exc).__name__}: {exc}",
+                                           **_plugin_location(module_name)))
+                return
+        for kind in KINDS:
+            self._collect_kind(plugin, source, module_name, kind, tables)
+
+    def _collect_kind(self, plugin, source: str, module_name: str, kind: Kind, tables) -> None:
+        hook = getattr(plugin, kind.hook, None)
 
         def report(problem, consequence="it is skipped", **where):
             self._report(PluginFailure(source, problem, consequence,
                                        **_plugin_location(module_name, function=hook, **where)))
 
-        if pm.get_plugin(source) is None:
-            try:
-                pm.register(plugin, name=source)
-            except Exception as exc:  # pluggy.PluginValidationError (wrong hook signature), or already registered
-                report(f"is not a valid plugin: {type(exc).__name__}: {exc}")
-                return
-        impls = [impl for impl in pm.hook.register_variants.get_hookimpls() if impl.plugin is plugin]
+        impls = [impl for impl in getattr(self.plugin_manager.hook, kind.hook).get_hookimpls()
+                 if impl.plugin is plugin]
         if not impls:
             if callable(hook):
-                report("defines register_variants without the @lstmcore.hookimpl marker", "it is ignored")
+                report(f"defines {kind.hook} without the @lstmcore.hookimpl marker", "it is ignored")
             return
-        found: list[tuple[Variant, traceback.FrameSummary]] = []
+        found: list[tuple[tuple, dict, traceback.FrameSummary]] = []
 
-        def register(variant):
-            found.append((variant, traceback.extract_stack(limit=2)[0]))  # where the plugin called register
+        def register(*args, **kwargs):
+            found.append((args, kwargs, traceback.extract_stack(limit=2)[0]))  # where the plugin called register
 
         for impl in impls:
             try:
                 impl.function(register=register)
             except Exception as exc:  # a plugin's bug must not take the others down
-                report(f"raised in register_variants: {type(exc).__name__}: {exc}", error=exc)
+                report(f"raised in {kind.hook}: {type(exc).__name__}: {exc}", error=exc)
                 return
-        for variant, called_at in found:
-            if not isinstance(variant, Variant):
-                report(f"registered {variant!r}, which is not a lstmcore.Variant", frame_summary=called_at)
+        table = tables[kind.noun]
+        for args, kwargs, called_at in found:
+            try:
+                entry = kind.entry(*args, **kwargs)
+            except TypeError as exc:  # register called with the wrong arguments
+                entry = f"called register of {kind.hook} wrongly: {exc}"
+            if isinstance(entry, str):
+                report(entry, frame_summary=called_at)
                 continue
-            name = getattr(variant, "name", None)
-            if not isinstance(name, str) or not name:
-                report("registered a variant without a name", frame_summary=called_at)
-                continue
-            if name in variants:
-                report(f"registered variant {name!r}, which is already registered by {variants[name].source!r}",
+            name, value, description = entry
+            clash = table.get(name) or (tables["group"].get(name) if kind.noun == "variant" else
+                                        tables["variant"].get(name) if kind.noun == "group" else None)
+            if clash is not None:
+                taken = "already registered" if name in table else "the name of a " + \
+                    ("group" if kind.noun == "variant" else "variant")
+                report(f"registered {kind.noun} {name!r}, which is {taken} by {clash.source!r}",
                        "the second registration is skipped", frame_summary=called_at)
                 continue
-            variants[name] = Registration(variant, source)
+            table[name] = Registration(value, source, description)
 
     def _entry_points(self):
         """The ``lstmcore`` entry points, once per distribution and name (duplicate discovery happens)."""
@@ -177,15 +255,22 @@ class Registry:
         return result
 
     def load(self) -> dict[str, Registration]:
-        """Load once: the built-ins, then the entry points, then plugins given to ``register_plugin``."""
-        with self._lock:
-            if self._variants is not None:
-                return self._variants
-            variants: dict[str, Registration] = {}
-            self.failures = []
-            import lstmcore.variants as builtins  # the built-ins use the same hook as any plugin
+        """Load once: the built-ins, then the entry points, then plugins given to ``register_plugin``. Returns the
+        variants (``tables()`` has every kind)."""
+        return self.tables()["variant"]
 
-            self._collect(builtins, BUILTIN_SOURCE, variants)
+    def tables(self) -> dict[str, dict[str, Registration]]:
+        """Everything registered, loaded once: ``{"variant": {...}, "group": {...}, "dataset": {...}}``."""
+        with self._lock:
+            if self._tables is not None:
+                return self._tables
+            tables: dict[str, dict[str, Registration]] = {kind.noun: {} for kind in KINDS}
+            self.failures = []
+            import lstmcore.datasets as builtin_datasets
+            import lstmcore.variants as builtin_variants  # the built-ins use the same hooks as any plugin
+
+            self._collect(builtin_variants, BUILTIN_SOURCE, tables)
+            self._collect(builtin_datasets, BUILTIN_SOURCE, tables, pluggy_name=f"{BUILTIN_SOURCE} datasets")
             self._loaded_sources = {BUILTIN_SOURCE}
             if not _env_flag("LSTMCORE_DISABLE_PLUGINS"):
                 for ep, source in self._entry_points():
@@ -198,16 +283,16 @@ class Registry:
                             **_plugin_location(ep.value.partition(":")[0].strip(), error=exc)))
                         continue
                     self._loaded_sources.add(source)
-                    self._collect(plugin, source, variants)
+                    self._collect(plugin, source, tables)
             for source, plugin in list(self._in_process.items()):
-                self._collect(plugin, source, variants)
-            self._variants = variants
-            return variants
+                self._collect(plugin, source, tables)
+            self._tables = tables
+            return tables
 
     def register_plugin(self, plugin, name: str | None = None) -> str:
-        """Add a plugin object (a module or any object with a ``@lstmcore.hookimpl`` ``register_variants``) in this
-        process, without an entry point; returns its name. Its variants are added now if the registry is loaded,
-        with the same checks as an entry point's. ``unregister_plugin(name)`` removes it."""
+        """Add a plugin object (a module or any object with ``@lstmcore.hookimpl`` hooks) in this process, without an
+        entry point; returns its name. What it registers is added now if the registry is loaded, with the same checks
+        as an entry point's. ``unregister_plugin(name)`` removes it."""
         if plugin is None:
             raise TypeError("register_plugin needs a plugin object (a module or an object with register_variants)")
         if name is not None and (not isinstance(name, str) or not name):
@@ -217,20 +302,21 @@ class Registry:
             if source in self._in_process or source in self._loaded_sources:
                 raise ValueError(f"a plugin named {source!r} is already registered")
             self._in_process[source] = plugin
-            if self._variants is not None:
-                self._collect(plugin, source, self._variants)
+            if self._tables is not None:
+                self._collect(plugin, source, self._tables)
             return source
 
     def unregister_plugin(self, name: str) -> None:
-        """Remove a plugin added by ``register_plugin`` and the variants it registered."""
+        """Remove a plugin added by ``register_plugin`` and everything it registered."""
         with self._lock:
             if name not in self._in_process:
                 raise KeyError(f"no plugin named {name!r} was added with register_plugin")
             del self._in_process[name]
             if self.plugin_manager.get_plugin(name) is not None:
                 self.plugin_manager.unregister(name=name)
-            if self._variants is not None:
-                self._variants = {k: r for k, r in self._variants.items() if r.source != name}
+            if self._tables is not None:
+                self._tables = {noun: {k: r for k, r in table.items() if r.source != name}
+                                for noun, table in self._tables.items()}
 
     def reload(self) -> None:
         """Forget what was loaded; the next use loads again (for tests and after installing a plugin).
@@ -238,43 +324,79 @@ class Registry:
         with self._lock:
             for name, _ in list(self.plugin_manager.list_name_plugin()):
                 self.plugin_manager.unregister(name=name)
-            self._variants = None
+            self._tables = None
             self._loaded_sources = set()
 
     # -- queries ----------------------------------------------------------------------------------------------------
-    def names(self) -> list[str]:
-        return sorted(self.load())
+    def names(self, kind: str = "variant") -> list[str]:
+        return sorted(self.tables()[kind])
+
+    def _lookup(self, kind: str, name) -> Registration:
+        table = self.tables()[kind]
+        try:
+            return table[name]
+        except (KeyError, TypeError):
+            raise KeyError(f"unknown {kind} {name!r}; registered {kind}s: {', '.join(sorted(table))}") from None
 
     def get(self, name: str) -> Variant:
-        variants = self.load()
         if isinstance(name, Variant):
             return name
-        try:
-            return variants[name].variant
-        except (KeyError, TypeError):
-            raise KeyError(f"unknown variant {name!r}; registered variants: {', '.join(sorted(variants))}") from None
+        return self._lookup("variant", name).value
 
-    def source(self, name: str) -> str:
-        self.get(name)
-        return self.load()[name].source
+    def group(self, name: str) -> list[str]:
+        """The variant names of a group, in order."""
+        try:
+            return list(self._lookup("group", name).value)
+        except KeyError:
+            raise KeyError(f"unknown variant group {name!r}; known groups: {', '.join(self.names('group'))}") from None
+
+    def dataset(self, name: str):
+        """The loader of a registered dataset."""
+        try:
+            return self._lookup("dataset", name).value
+        except KeyError:
+            raise KeyError(f"unknown dataset {name!r}; known: {', '.join(self.names('dataset'))}") from None
+
+    def source(self, name: str, kind: str = "variant") -> str:
+        return self._lookup(kind, name).source
+
+    def contributions(self) -> dict[str, dict[str, list[str]]]:
+        """What each plugin registered: ``{source: {"variant": [...], "group": [...], "dataset": [...]}}``, the
+        built-ins first, then in loading order."""
+        result: dict[str, dict[str, list[str]]] = {}
+        for noun, table in self.tables().items():
+            for name, registration in table.items():
+                result.setdefault(registration.source, {kind.noun: [] for kind in KINDS})[noun].append(name)
+        return result
 
 
 registry = Registry()
 
 
-#: Named groups of variants for ablation studies. ``odyssey``: the nine configurations of Greff et al. (2017) in the
-#: paper's order, the baseline V (``peephole``) first.
-GROUPS: dict[str, tuple[str, ...]] = {
-    "odyssey": ("peephole", "nig", "nfg", "nog", "niaf", "noaf", "vanilla", "coupled", "fgr"),
-}
+class _Groups(Mapping):
+    """``lstmcore.GROUPS``: the registered groups, read-only, ``{name: (variant, ...)}`` (``register_groups``)."""
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        return tuple(registry.group(name))
+
+    def __iter__(self):
+        return iter(registry.names("group"))
+
+    def __len__(self) -> int:
+        return len(registry.names("group"))
+
+    def __repr__(self) -> str:
+        return f"GROUPS({dict(self)!r})"
+
+
+#: Named groups of variants for ablation studies, as registered through ``register_groups``; the built-in
+#: ``odyssey`` is the nine configurations of Greff et al. (2017) in the paper's order, the baseline V first.
+GROUPS: Mapping[str, tuple[str, ...]] = _Groups()
 
 
 def get_group(name: str) -> list[str]:
     """The variant names of a group (``KeyError`` listing the known groups otherwise)."""
-    try:
-        return list(GROUPS[name])
-    except KeyError:
-        raise KeyError(f"unknown variant group {name!r}; known groups: {', '.join(sorted(GROUPS))}") from None
+    return registry.group(name)
 
 
 def list_variants() -> list[str]:

@@ -1,5 +1,6 @@
-"""The built-in variants of "LSTM: A Search Space Odyssey" (Greff et al., 2017), registered through the same
-``register_variants`` hook as any third-party plugin. Installed as ``lstmcore.variants``."""
+"""The built-in variants of "LSTM: A Search Space Odyssey" (Greff et al., 2017) and their group ``odyssey``,
+registered through the same ``register_variants`` and ``register_groups`` hooks as any third-party plugin. Installed as
+``lstmcore.variants``."""
 from lstmcore.hookspecs import hookimpl
 from lstmcore.variant import GatedCell
 
@@ -24,3 +25,12 @@ BUILTIN_VARIANTS = (
 def register_variants(register):
     for variant in BUILTIN_VARIANTS:
         register(variant)
+
+
+#: The nine configurations of Greff et al. (2017), in the paper's order, the baseline V (``peephole``) first.
+ODYSSEY = ("peephole", "nig", "nfg", "nog", "niaf", "noaf", "vanilla", "coupled", "fgr")
+
+
+@hookimpl
+def register_groups(register):
+    register("odyssey", ODYSSEY, description="the nine configurations of 'LSTM: A Search Space Odyssey', V first")

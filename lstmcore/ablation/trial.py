@@ -24,16 +24,19 @@ def make_task(config, planned, blas_threads: int) -> dict:
 
 
 def dataset_loader(name: str):
-    """The function that builds a study's dataset: a built-in (``lstmcore.datasets.LOADERS``) or
-    ``package.module:function``; ``ConfigError`` naming ``--dataset`` otherwise."""
+    """The function that builds a study's dataset: a registered one (built-in or a plugin's, ``register_datasets``)
+    or, as a shortcut that needs no plugin, ``package.module:function``; ``ConfigError`` naming ``--dataset``
+    otherwise."""
     from lstmcore.ablation.config import ConfigError
-    from lstmcore.datasets import LOADERS
+    from lstmcore.plugins import registry
 
     if ":" not in name:
-        if name in LOADERS:
-            return LOADERS[name]
-        raise ConfigError(f"--dataset {name!r} is neither a built-in dataset ({', '.join(sorted(LOADERS))}) nor "
-                          f"package.module:function returning a lstmcore Dataset")
+        try:
+            return registry.dataset(name)
+        except KeyError:
+            raise ConfigError(f"--dataset {name!r} is neither a built-in dataset nor a plugin's "
+                              f"({', '.join(registry.names('dataset'))}) nor package.module:function returning a "
+                              f"lstmcore Dataset") from None
     module_name, _, function_name = (part.strip() for part in name.partition(":"))
     try:
         module = importlib.import_module(module_name)
