@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstmcore.interop._layout import TORCH, export_tensors, import_tensors
+from lstmcore.interop._layout import TORCH, _block_slices
 from lstmcore.interop._torch import _torch_cell, _torch_names
 from lstmcore.layers import LSTM as _CoreLSTM
 from lstmcore.plugins import get_variant
@@ -59,6 +59,11 @@ class _Config:
             names = ", ".join(cell.parameter_shapes(input_size, hidden_size))
             raise ValueError(f"bias=False drops the bias 'b' of a cell; variant {cell.name!r} has no parameter 'b' "
                              f"(its parameters: {names}): use bias=True")
+        if self.torch_layout:  # our gate rows from PyTorch's (i, f, g, o) rows, and back: _layout's permutation
+            H = hidden_size
+            self.torch_rows = np.concatenate([np.arange(theirs.start, theirs.stop)
+                                              for _, theirs in _block_slices(TORCH.gates, cell.gate_blocks, H)])
+            self.from_torch_rows = np.argsort(self.torch_rows)
         #: per (layer, direction): [(module name, our name or the torch key)] in the module's parameter order
         self.names = [self._direction_names(k, d) for k, d in self.directions]
         self.parameter_names = [name for names in self.names for name, _ in names]
@@ -93,39 +98,37 @@ class _Config:
         return dict(zip(self.parameter_names, self.module_grads(params, split_bias=False)))
 
     def kernel_params(self, arrays: list[np.ndarray], dtype) -> list[list[dict]]:
-        """The module's arrays (in ``parameter_names`` order) -> ``params[k][d]`` for ``run_forward``: views where
-        the layouts agree; in PyTorch's layout the gate blocks permuted and the two biases summed (one copy of W, R
-        and b per call)."""
-        H = self.sizes["hidden_size"]
+        """The module's arrays (in ``parameter_names`` order) -> ``params[k][d]`` for ``run_forward``: the arrays
+        themselves where the layouts agree; in PyTorch's layout the gate blocks permuted and the two biases summed
+        (one copy of W, R and b per call)."""
         it = iter(arrays)
-        params = [[None] * len({d for _, d in self.directions}) for _ in range(self.sizes["num_layers"])]
+        params = [[None] * (2 if self.sizes["bidirectional"] else 1) for _ in range(self.sizes["num_layers"])]
         for (k, d), names in zip(self.directions, self.names):
             given = {key: next(it) for _, key in names}
             if self.torch_layout:
-                ours = import_tensors(TORCH, self.cell, H, given.pop("W"), given.pop("R"), given.pop("b_in", None),
-                                      given.pop("b_rec", None), dtype=dtype)
-                ours.update(given)
-            else:
-                ours = given
-                if not self.bias:
-                    ours["b"] = np.zeros(self._core_shapes(k, d)["b"], dtype)
-            params[k][d] = ours
+                rows = self.torch_rows
+                given["W"], given["R"] = given["W"][rows], given["R"][rows]
+                if self.bias:
+                    given["b"] = (given.pop("b_in") + given.pop("b_rec"))[rows]
+            if not self.bias:
+                given["b"] = np.zeros(self._core_shapes(k, d)["b"], dtype)
+            params[k][d] = given
         return params
 
     def module_grads(self, grads: dict[str, np.ndarray], split_bias=True) -> list[np.ndarray]:
-        """The kernels' gradients (keyed like an lstmcore layer's ``params``) -> one array per module parameter.
-        ``bias_hh`` gets a copy of ``bias_ih``'s (both feed the sum), or zero without ``split_bias``."""
+        """The kernels' gradients (keyed like an lstmcore layer's ``params``) -> one array per module parameter, in
+        ``parameter_names`` order. ``bias_hh`` gets a copy of ``bias_ih``'s (both feed the sum), or zero without
+        ``split_bias``."""
         out = []
         for (k, d), names in zip(self.directions, self.names):
-            ours = {n: grads[_CoreLSTM.param_name(n, k, d)] for n in self._core_shapes(k, d)}
-            theirs = export_tensors(TORCH, self.cell, self.sizes["hidden_size"], ours) if self.torch_layout else {}
             for _, key in names:
+                ours = grads[_CoreLSTM.param_name("b" if key in ("b_in", "b_rec") else key, k, d)]
                 if key in ("W", "R", "b_in") and self.torch_layout:
-                    out.append(theirs[key])
+                    out.append(ours[self.from_torch_rows])
                 elif key == "b_rec":
-                    out.append(theirs["b_in"].copy() if split_bias else theirs["b_rec"])
+                    out.append(ours[self.from_torch_rows] if split_bias else np.zeros_like(ours))
                 else:
-                    out.append(ours[key])
+                    out.append(ours)
         return out
 
 
