@@ -26,7 +26,11 @@ import weakref
 from typing import Optional
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - the tests run with torch
+    raise ImportError(f"lstmcore.torch needs PyTorch ({exc}): pip install \"lstmcore[torch]\"") from exc
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
