@@ -83,6 +83,12 @@ def test_import_lstmcore_stays_torch_free():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def test_without_torch_the_error_names_the_extra():
+    code = "import sys; sys.modules['torch'] = None; import lstmcore.torch"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and 'pip install "lstmcore[torch]"' in result.stderr
+
+
 # -- equivalence with nn.LSTM ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_config_id)
