@@ -80,12 +80,12 @@ def assert_close(a, b, dtype, what):
 def test_import_lstmcore_stays_torch_free():
     code = ("import sys, numpy as np, lstmcore; lstmcore.LSTM(2, 3)(np.zeros((2, 1, 2), np.float32)); "
             "assert 'torch' not in sys.modules, 'import lstmcore imported torch'")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd="/")
 
 
 def test_without_torch_the_error_names_the_extra():
     code = "import sys; sys.modules['torch'] = None; import lstmcore.torch"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
     assert result.returncode != 0 and 'pip install "lstmcore[torch]"' in result.stderr
 
 
@@ -337,7 +337,7 @@ def test_torch_compile_inductor(tmp_path):
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             "import test_torch_bridge; test_torch_bridge.compiled_matches_eager('inductor')")
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env, cwd="/")
     assert result.returncode == 0, result.stderr[-3000:]
 
 
