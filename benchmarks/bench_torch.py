@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_lstm  # noqa: E402
 from bench_lstm import CONFIGS, environment, measure, ms, ratio, table  # noqa: E402
 
 import lstmcore  # noqa: E402
@@ -164,6 +166,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="short time budget and few repeats per measurement")
     p.add_argument("--retries", type=int, default=4, help="re-measure a noisy or disturbed timing up to N times")
     p.add_argument("--max-wait", type=float, default=30.0, help="seconds to wait for a quiet machine before a retry")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time the calling thread's CPU time (with --threads 1: immune to other jobs)")
     args = p.parse_args(argv)
     args.configs = args.configs.split(",")
     for name in args.configs:
@@ -171,11 +175,15 @@ def parse_args(argv=None):
             p.error(f"unknown config {name!r}; choose from {', '.join(CONFIGS)}")
     if args.threads < 1:
         p.error("--threads must be a positive integer")
+    if args.cpu_time and args.threads != 1:
+        p.error("--cpu-time measures one thread: use it with --threads 1")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.cpu_time:
+        bench_lstm.CLOCK = time.thread_time
     rows = run(args)
     print(f"torch bridge benchmark: {' '.join(sys.argv[1:]) or '(defaults)'}, float32, {args.threads} thread(s)\n\n"
           f"{environment()}\n\n{report(rows)}")
