@@ -124,3 +124,17 @@ def test_layer_reuses_its_workspaces():
     layer(x)
     second = {id(b) for tape in layer._tape[1] for c in tape for b in c.workspace_buffers()}
     assert first == second, "a second call of the same shape allocated new buffers"
+
+
+def test_a_tape_cannot_be_copied_or_pickled():
+    """A copied tape would give its pooled workspace back twice, and two later calls would share buffers."""
+    import copy
+    import pickle
+
+    layer = lstmcore.LSTM(5, 16, variant="peephole", seed=0)
+    layer(np.random.default_rng(0).normal(size=(6, 3, 5)).astype(np.float32))
+    tape = next(c for caches in layer._tape[1] for c in caches)
+    assert isinstance(tape, _driver.Tape)
+    for duplicate in (copy.copy, copy.deepcopy, pickle.dumps):
+        with pytest.raises(TypeError, match="cannot be copied or pickled"):
+            duplicate(tape)

@@ -660,6 +660,16 @@ cdef class Tape:
         """The workspace's buffers (for tests: a second call of the same shape must get the same ones)."""
         return tuple(self.workspace.buffers.values())
 
+    def __reduce__(self):
+        # A copy would hand the same pooled workspace back twice, and two later calls would share its buffers.
+        raise TypeError("a Tape belongs to the one forward that made it and cannot be copied or pickled")
+
+    def __copy__(self):
+        self.__reduce__()
+
+    def __deepcopy__(self, memo):
+        self.__reduce__()
+
     def __dealloc__(self):
         if self.workspace is not None:
             try:
