@@ -44,6 +44,10 @@ class LSTM(PerThreadState):
     - ``output``: ``(T, B, D*hidden_size)`` (``(B, T, ...)`` with ``batch_first``), forward direction first;
     - ``h_n``, ``c_n``: ``(L*D, B, hidden_size)``, ordered layer by layer, forward direction first.
 
+    ``proj_size`` P (LSTMP, as PyTorch's ``proj_size``; gated-cell variants only, 0 < P < hidden_size) projects each
+    step's output, ``r_t = W_proj h_t``: r is what the recurrence reads, the output (``D*P`` wide) and ``h_0``/``h_n``
+    (``(L*D, B, P)``); ``c`` stays ``hidden_size`` wide. The parameter ``W_proj_l{k}`` is ``(P, hidden_size)``.
+
     ``layer.backward(d_output, d_h_n=None, d_c_n=None)`` runs BPTT through the last ``forward``, returns ``d_x`` and
     fills ``layer.grads`` (keys as ``layer.params``) and ``layer.state_grads = (d_h_0, d_c_0)``.
 
@@ -63,7 +67,7 @@ class LSTM(PerThreadState):
 
     def __init__(self, input_size, hidden_size, variant="vanilla", num_layers=1, bidirectional=False,
                  batch_first=False, dtype=np.float32, seed=None, check_finite=True, reverse_options=None,
-                 **variant_options):
+                 proj_size=None, **variant_options):
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.num_layers = positive_int(num_layers, "num_layers")
@@ -83,6 +87,15 @@ class LSTM(PerThreadState):
             raise ValueError("reverse_options needs bidirectional=True")
         reverse_cell = forward_cell.with_options(**(reverse_options or {})) if self.bidirectional else None
         self.cells = [forward_cell] + ([reverse_cell] if self.bidirectional else [])
+        self.proj_size = None
+        if proj_size is not None:
+            self.proj_size = positive_int(proj_size, "proj_size (None for no projection)")
+            if self.proj_size >= self.hidden_size:
+                raise ValueError(f"proj_size must be smaller than hidden_size = {self.hidden_size}, got "
+                                 f"{self.proj_size}")
+            self.cells = [cell.with_projection(self.proj_size) for cell in self.cells]
+        #: the width of each direction's output and of h: proj_size, or hidden_size
+        self.output_width = self.cells[0].output_size(self.hidden_size)
 
         self._check_parameters_fit_in_memory()
         rng = np.random.default_rng(random_seed(seed, "seed"))
@@ -91,7 +104,7 @@ class LSTM(PerThreadState):
         # (layer, direction) -> {name: key}: the map (layer, direction, name) -> key, as torch's _all_weights
         self._keys: dict[tuple[int, int], dict[str, str]] = {}
         for layer in range(self.num_layers):
-            in_size = self.input_size if layer == 0 else self.num_directions * self.hidden_size
+            in_size = self.input_size if layer == 0 else self.num_directions * self.output_width
             for direction, cell in enumerate(self.cells):
                 values = cell.init_parameters(in_size, self.hidden_size, rng, self.dtype)
                 keys = self._keys[layer, direction] = {}
@@ -106,7 +119,7 @@ class LSTM(PerThreadState):
         def elements(in_size):
             return sum(math.prod(shape) for cell in self.cells
                        for shape in cell.parameter_shapes(in_size, self.hidden_size).values())
-        later = elements(self.num_directions * self.hidden_size) if self.num_layers > 1 else 0
+        later = elements(self.num_directions * self.output_width) if self.num_layers > 1 else 0
         needed = 2 * (elements(self.input_size) + (self.num_layers - 1) * later) * self.dtype.itemsize
         available = _physical_memory()
         if needed > available:
@@ -175,7 +188,8 @@ class LSTM(PerThreadState):
     def __repr__(self) -> str:
         return (f"LSTM({self.input_size}, {self.hidden_size}, variant={self.variant_name!r}, "
                 f"num_layers={self.num_layers}, bidirectional={self.bidirectional}, "
-                f"batch_first={self.batch_first}, dtype={self.dtype.name})")
+                + (f"proj_size={self.proj_size}, " if self.proj_size else "")
+                + f"batch_first={self.batch_first}, dtype={self.dtype.name})")
 
     # -- validation ---------------------------------------------------------------------------------------------------
     def _float_array(self, value, name: str, shape: tuple[int, ...], shape_text: str) -> np.ndarray:
@@ -229,17 +243,24 @@ class LSTM(PerThreadState):
             raise ValueError(f"lengths must lie in [0, T] = [0, {T}], got min {arr.min()} and max {arr.max()}")
         return _own_copy(arr, np.int32)
 
+    def _state_shapes(self, B: int) -> list[tuple[tuple[int, ...], str]]:
+        """(shape, text) of each state of the stack, in the order of ``state_names``."""
+        L, D = self.num_layers * self.num_directions, self.num_directions
+        return [((L, B, size), "(num_layers*num_directions, B, " + ("proj_size" if size != self.hidden_size
+                                                                       else "hidden_size") + ")")
+                for size in self.cells[0].state_sizes(self.hidden_size)]
+
     def _state(self, state, B: int):
-        shape = (self.num_layers * self.num_directions, B, self.hidden_size)
-        text = "(num_layers*num_directions, B, hidden_size)"
+        shapes = self._state_shapes(B)
         if state is None:
-            return tuple(_own_copy(np.zeros(shape, self.dtype)) for _ in self.cells[0].state_names)
+            return tuple(_own_copy(np.zeros(shape, self.dtype)) for shape, _ in shapes)
         names = self.cells[0].state_names
         if not isinstance(state, (tuple, list)) or len(state) != len(names):
             got = f"{len(state)} arrays" if isinstance(state, (tuple, list)) else type(state).__name__
             raise TypeError(f"state must be a tuple ({', '.join(n + '_0' for n in names)},) of {len(names)} "
                             f"array(s), got {got}")
-        return tuple(_own_copy(self._float_array(s, f"state {n}_0", shape, text)) for s, n in zip(state, names))
+        return tuple(_own_copy(self._float_array(s, f"state {n}_0", shape, text))
+                     for s, n, (shape, text) in zip(state, names, shapes))
 
     # -- compute ------------------------------------------------------------------------------------------------------
     def _through_stack(self, x, init, run):
@@ -247,7 +268,7 @@ class LSTM(PerThreadState):
         ``inp`` from the state ``start``, writes its (T, B, H) output into ``out`` and returns ``(final_state,
         record)``. Returns the top layer's output, the final states ``(L*D, B, H)`` and the records [k][d]."""
         T, B, _ = x.shape
-        H, D = self.hidden_size, self.num_directions
+        H, D = self.output_width, self.num_directions
         final = [np.empty_like(s) for s in init]
         records, inp = [], x
         for k in range(self.num_layers):
@@ -303,6 +324,9 @@ class LSTM(PerThreadState):
         """
         from lstmcore.tracing import trace_layer
 
+        if self.proj_size:
+            raise ValueError(f"LSTM.trace does not follow a projection yet (proj_size={self.proj_size}); forward "
+                             f"and backward do")
         return trace_layer(self, x, state, lengths)
 
     def backward(self, d_output, d_h_n=None, d_c_n=None, need_input_grad=True):
@@ -315,21 +339,19 @@ class LSTM(PerThreadState):
             raise RuntimeError("backward() needs a forward() first, in the same thread: call layer(x) before "
                                "layer.backward(d_output) (each thread differentiates its own last forward)")
         params, caches, T, B, I = self._tape
-        H, D, L = self.hidden_size, self.num_directions, self.num_layers
+        H, D = self.output_width, self.num_directions
         out_shape = (B, T, D * H) if self.batch_first else (T, B, D * H)
         d_out = self._float_array(d_output, "d_output", out_shape,
                                   "output's shape " + ("(B, T, D*H)" if self.batch_first else "(T, B, D*H)"))
         d_out = np.ascontiguousarray(d_out.transpose(1, 0, 2) if self.batch_first else d_out)
-        state_shape = (L * D, B, H)
         names = self.cells[0].state_names
         given = (d_h_n, d_c_n)
         if any(value is not None for value in given[len(names):]):
             raise ValueError(f"variant {self.variant_name!r} has no state {'c'!r}: d_c_n must be None")
         d_final = []
-        for value, name in zip(given, names):
-            d_final.append(np.zeros(state_shape, self.dtype) if value is None else
-                           self._float_array(value, f"d_{name}_n", state_shape,
-                                             "(num_layers*num_directions, B, hidden_size)"))
+        for value, name, (shape, text) in zip(given, names, self._state_shapes(B)):
+            d_final.append(np.zeros(shape, self.dtype) if value is None else
+                           self._float_array(value, f"d_{name}_n", shape, text))
         d_x, self.grads, self.state_grads = self.run_backward(self._tape, d_out, d_final, need_input_grad)
         if not need_input_grad:
             return None
@@ -340,8 +362,8 @@ class LSTM(PerThreadState):
         C-contiguous, ``d_final`` the gradients of the final states. Returns ``(d_x or None, grads, d_initial_states)``
         with ``grads`` keyed like ``params``."""
         params, caches, T, B, I = tape
-        H, D, L = self.hidden_size, self.num_directions, self.num_layers
-        d_init = [np.zeros((L * D, B, H), self.dtype) for _ in d_final]
+        H, D, L = self.output_width, self.num_directions, self.num_layers
+        d_init = [np.zeros(f.shape, self.dtype) for f in d_final]
         grads = {}
         for k in reversed(range(L)):
             in_size = I if k == 0 else D * H

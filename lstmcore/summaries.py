@@ -58,7 +58,7 @@ class Summary:
 def layer_rows(lstm) -> list[SummaryRow]:
     """The rows of an ``lstmcore.LSTM``: every layer and direction, its variant, output shape and parameters."""
     rows = []
-    H = lstm.hidden_size
+    H = lstm.output_width
     output = "(B, T, {})" if lstm.batch_first else "(T, B, {})"
     for k in range(lstm.num_layers):
         for d, cell in enumerate(lstm.cells):
@@ -75,7 +75,7 @@ def layer_summary(lstm) -> Summary:
     D = lstm.num_directions
     title = (f"LSTM: {lstm.num_layers} layer(s), {'bidirectional' if D == 2 else 'unidirectional'}, "
              f"input_size={lstm.input_size}, hidden_size={lstm.hidden_size}, {lstm.dtype.name}; output "
-             + ("(B, T, " if lstm.batch_first else "(T, B, ") + f"{D * lstm.hidden_size})")
+             + ("(B, T, " if lstm.batch_first else "(T, B, ") + f"{D * lstm.output_width})")
     return Summary(title, layer_rows(lstm))
 
 

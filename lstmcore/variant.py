@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from lstmcore._validation import finite_number
+from lstmcore._validation import finite_number, positive_int
 from lstmcore._kernels import _driver, _gated
 from lstmcore._kernels._activations import ACTIVATIONS
 
@@ -97,6 +97,19 @@ class Variant:
     def parameter_shapes(self, input_size: int, hidden_size: int) -> dict[str, tuple[int, ...]]:
         raise NotImplementedError
 
+    def output_size(self, hidden_size: int) -> int:
+        """The width of the output (and of the state ``h``): ``hidden_size`` unless the cell projects it."""
+        return hidden_size
+
+    def state_sizes(self, hidden_size: int) -> tuple[int, ...]:
+        """The width of each state of ``state_names``: the output's for ``h``, ``hidden_size`` for the others."""
+        return tuple(self.output_size(hidden_size) if name == "h" else hidden_size for name in self.state_names)
+
+    def with_projection(self, proj_size: int) -> "Variant":
+        """A copy whose output ``h`` is projected to ``proj_size`` units (LSTMP); only the gated-cell family can."""
+        raise ValueError(f"proj_size: variant {self.name!r} has no projection (LSTMP); proj_size is available for "
+                         f"the gated-cell variants (lstmcore.GatedCell)")
+
     def parameter_count(self, input_size: int, hidden_size: int) -> int:
         return int(sum(np.prod(s) for s in self.parameter_shapes(input_size, hidden_size).values()))
 
@@ -149,6 +162,11 @@ class CompiledCell(Variant):
         """The ``lstmcore._kernels._driver.CellKernel`` of this configuration."""
         raise NotImplementedError
 
+    def projection(self, params: dict):
+        """The (P, H) matrix projecting the output, r_t = W_proj h_t, or None: the driver's ``projection`` (a
+        projected cell's R reads r, and r is its output and its state ``h``)."""
+        return None
+
     def driver_parameters(self, params: dict) -> tuple:
         """``(W, b, recurrent_weights, step_params)`` for the driver: arrays of ``params`` or views of them, never
         copies, because the same mapping applied to the gradients' dict tells the driver where to write them.
@@ -159,13 +177,13 @@ class CompiledCell(Variant):
     def forward(self, params, x, state, lengths, reverse, out):
         W, b, weights, step_params = self.driver_parameters(params)
         return _driver.forward(self.step_kernel(), bool(reverse), x, W, b, tuple(weights), step_params, lengths,
-                               tuple(state), out)
+                               tuple(state), out, projection=self.projection(params))
 
     def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
         grads = {name: np.empty_like(value) for name, value in params.items()}
         dW, db, d_weights, d_step = self.driver_parameters(grads)
         d_init = _driver.backward(cache, d_out, tuple(d_state), dW, db, tuple(d_weights), d_step, d_x,
-                                  bool(accumulate_dx))
+                                  bool(accumulate_dx), d_projection=self.projection(grads))
         return d_init, grads
 
 
@@ -188,9 +206,13 @@ class GatedCell(CompiledCell):
     With ``gate_recurrence`` (the paper's FGR), the gate pre-activations also receive the gates of the previous step,
     ``[i, f, o]_bar += Rg [i, f, o]_{t-1}`` (nine H x H matrices; the gates before the first step are zero).
 
-    Parameters: ``W`` (G*H, I), ``R`` (G*H, H), ``b`` (G*H,) with row blocks ordered (present gates of i, f, o), then
-    z; ``p`` (P*H,) the present peepholes in the order i, f, o; ``Rg`` (3H, 3H), rows the gates receiving [i, f, o],
-    columns the gates of t-1 [i, f, o]. ``clip`` clamps the pre-activations of z, i, f and o
+    With ``proj_size`` P (LSTMP, Sak et al. 2014; PyTorch's ``proj_size``) the output is projected,
+    ``r_t = W_proj y_t``, and r takes y's place: ``R`` reads ``r_{t-1}``, and r is the output and the state ``h``
+    (P wide; the cell c stays H wide).
+
+    Parameters: ``W`` (G*H, I), ``R`` (G*H, H) (G*H, P with a projection), ``b`` (G*H,) with row blocks ordered
+    (present gates of i, f, o), then z; ``p`` (P*H,) the present peepholes in the order i, f, o; ``Rg`` (3H, 3H), rows
+    the gates receiving [i, f, o], columns the gates of t-1 [i, f, o]; ``W_proj`` (P, H). ``clip`` clamps the pre-activations of z, i, f and o
     (peephole terms included) to [-clip, clip], as ONNX's ``clip``; the cell fed to h is not clamped. No code is needed
     for a new spec: the compiled kernel runs it.
     """
@@ -207,6 +229,7 @@ class GatedCell(CompiledCell):
     clip: float | None = None
     gate_recurrence: bool = False
     description: str = ""
+    proj_size: int | None = None
     _OPTIONS: ClassVar[tuple[str, ...]] = ("gate_activation", "input_activation", "output_activation", "clip")
 
     def __post_init__(self):
@@ -221,6 +244,14 @@ class GatedCell(CompiledCell):
         if self.clip is not None:
             clip = finite_number(self.clip, "clip (None or a positive finite number)", minimum=0, strict=True)
             object.__setattr__(self, "clip", clip)
+        if self.proj_size is not None:
+            object.__setattr__(self, "proj_size", positive_int(self.proj_size, "proj_size"))
+
+    def with_projection(self, proj_size: int) -> "GatedCell":
+        return dataclasses.replace(self, proj_size=proj_size)
+
+    def output_size(self, hidden_size: int) -> int:
+        return self.proj_size or hidden_size
 
     def with_options(self, **options) -> "GatedCell":
         unknown = sorted(set(options) - set(self._OPTIONS))
@@ -243,11 +274,13 @@ class GatedCell(CompiledCell):
 
     def parameter_shapes(self, input_size: int, hidden_size: int) -> dict[str, tuple[int, ...]]:
         G, H = len(self.gate_blocks), hidden_size
-        shapes = {"W": (G * H, input_size), "R": (G * H, H), "b": (G * H,)}
+        shapes = {"W": (G * H, input_size), "R": (G * H, self.output_size(H)), "b": (G * H,)}
         if self.peephole_blocks:
             shapes["p"] = (len(self.peephole_blocks) * H,)
         if self.gate_recurrence:
             shapes["Rg"] = (3 * H, 3 * H)
+        if self.proj_size:
+            shapes["W_proj"] = (self.proj_size, H)
         return shapes
 
     @property
@@ -267,6 +300,9 @@ class GatedCell(CompiledCell):
     def driver_parameters(self, params):
         weights = (params["R"], params["Rg"]) if self.gate_recurrence else (params["R"],)
         return params["W"], params["b"], weights, params.get("p")
+
+    def projection(self, params):
+        return params["W_proj"] if self.proj_size else None
 
     @property
     def equations(self) -> str:

@@ -31,7 +31,7 @@ def gradcheck(layer, T=5, B=3, lengths=None, seed=0, rtol=1e-5, atol=1e-7):
     D = 2 if layer.bidirectional else 1
     LD, H = layer.num_layers * D, layer.hidden_size
     x = rng.normal(size=(B, T, layer.input_size) if layer.batch_first else (T, B, layer.input_size))
-    h0, c0 = rng.normal(size=(LD, B, H)), rng.normal(size=(LD, B, H))
+    h0, c0 = rng.normal(size=(LD, B, layer.output_width)), rng.normal(size=(LD, B, H))  # h: proj_size wide
     out, (h_n, c_n) = layer(x, (h0, c0), lengths=lengths)
     a_out, a_h, a_c = rng.normal(size=out.shape), rng.normal(size=h_n.shape), rng.normal(size=c_n.shape)
 

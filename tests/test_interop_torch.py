@@ -218,8 +218,6 @@ def test_from_torch_refuses_variants_without_pytorch_gates(variant, match):
 
 
 def test_from_torch_errors():
-    with pytest.raises(ValueError, match="proj_size"):
-        from_torch(torch.nn.LSTM(I, H, proj_size=2))
     with pytest.raises(TypeError, match="torch.nn.LSTM"):
         from_torch(torch.nn.GRU(I, H))
     with pytest.raises(TypeError, match="float16"):

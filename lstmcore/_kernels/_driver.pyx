@@ -82,6 +82,8 @@ cdef class CellKernel:
 # -- the plan of a call: where every block's packed weights lie --------------------------------------------------------
 cdef struct Plan:
     Py_ssize_t H, G, S, C, V, P, GIH
+    Py_ssize_t proj                             # P' of a projection r_t = out_t W_proj^T (0: none); the carried row
+                                                # is then [r (proj wide) | the cell's vectors], see _column
     int block_stage[MAX_BLOCKS]                 # the stage whose weights add into the block; -1: none
     Py_ssize_t block_k0[MAX_BLOCKS]             # forward: the block's product reads input columns k0 .. k0+K-1
     Py_ssize_t block_K[MAX_BLOCKS]
@@ -98,8 +100,28 @@ def _check(bint ok, str message):
         raise ValueError(message)
 
 
-cdef Plan _plan(const CellDesc *d, Py_ssize_t H, Py_ssize_t B) except *:
-    """Check a cell's description (every number the kernels index with) and lay out its packed weights."""
+cdef inline Py_ssize_t _column(const Plan *p, int stage, Py_ssize_t q) noexcept nogil:
+    """The first column of input vector q of a stage's recurrent weights in its row (with a projection, vector 0 of
+    the carried row is r, at columns 0 .. proj-1, and the cell's own vectors follow it)."""
+    if stage == 1 or p.proj == 0:
+        return q * p.H
+    return 0 if q == 0 else p.proj + q * p.H
+
+
+cdef inline Py_ssize_t _width(const Plan *p, int stage, Py_ssize_t q) noexcept nogil:
+    """The width of input vector q of a stage's recurrent weights: H, or proj for the projection r."""
+    return p.proj if stage == 0 and q == 0 and p.proj > 0 else p.H
+
+
+cdef inline Py_ssize_t _weight_columns(const Plan *p, const RecurrentWeight *w) noexcept nogil:
+    """The columns of a recurrent weight: the widths of the vectors it reads."""
+    cdef Py_ssize_t last = w.first_vector + w.n_vectors - 1
+    return _column(p, w.stage, last) + _width(p, w.stage, last) - _column(p, w.stage, w.first_vector)
+
+
+cdef Plan _plan(const CellDesc *d, Py_ssize_t H, Py_ssize_t B, Py_ssize_t proj=0) except *:
+    """Check a cell's description (every number the kernels index with) and lay out its packed weights; ``proj``
+    > 0 for a projected output."""
     cdef Plan p
     cdef Py_ssize_t k, b, q, s, lo, hi, n_inputs
     cdef const RecurrentWeight *w
@@ -118,7 +140,10 @@ cdef Plan _plan(const CellDesc *d, Py_ssize_t H, Py_ssize_t B) except *:
     _check(d.n_stages in (1, 2) and (d.n_stages == 2) == (d.n_stage_input > 0),
            "cell: n_stages must be 1, or 2 with n_stage_input > 0")
     _check(0 <= d.n_recurrent <= MAX_RECURRENT, f"cell: n_recurrent must be 0 .. {MAX_RECURRENT}")
-    p.H, p.G, p.S = H, d.n_blocks * H, d.n_carried * H
+    _check(proj == 0 or (d.n_stages == 1 and not d.whole_rows),
+           "a projection needs a one-stage cell whose step splits units (not whole_rows)")
+    p.proj = proj
+    p.H, p.G, p.S = H, d.n_blocks * H, proj + d.n_carried * H
     p.C, p.V, p.P, p.GIH = d.n_cache * H, d.n_stage_input * H, d.n_params * H, d.n_input_blocks * H
     for b in range(MAX_BLOCKS):
         p.block_stage[b], p.block_k0[b], p.block_K[b], p.block_offset[b] = -1, 0, 0, 0
@@ -133,9 +158,12 @@ cdef Plan _plan(const CellDesc *d, Py_ssize_t H, Py_ssize_t B) except *:
                f"cell: recurrent[{k}] blocks out of range")
         _check(w.n_vectors >= 1 and 0 <= w.first_vector and w.first_vector + w.n_vectors <= n_inputs,
                f"cell: recurrent[{k}] vectors out of range of its stage's input")
+        _check(proj == 0 or w.stage == 1 or w.first_vector > 0 or w.n_vectors == 1,
+               f"cell: with a projection, recurrent[{k}] reads the projected vector 0 alone")
         for b in range(w.first_block, w.first_block + w.n_blocks):
             _check(p.block_stage[b] in (-1, w.stage), f"cell: block {b} gets weights of both stages")
-            lo, hi = w.first_vector * H, (w.first_vector + w.n_vectors) * H
+            lo = _column(&p, w.stage, w.first_vector)
+            hi = lo + _weight_columns(&p, w)
             if p.block_stage[b] >= 0:
                 lo, hi = min(lo, p.block_k0[b]), max(hi, p.block_k0[b] + p.block_K[b])
             p.block_stage[b], p.block_k0[b], p.block_K[b] = w.stage, lo, hi - lo
@@ -153,7 +181,8 @@ cdef Plan _plan(const CellDesc *d, Py_ssize_t H, Py_ssize_t B) except *:
     for s in range(2):
         for q in range(MAX_VECTORS):
             p.vector_offset[s][q] = p.packed_bwd
-            p.packed_bwd += p.vector_K[s][q] * H
+            p.packed_bwd += p.vector_K[s][q] * _width(&p, s, q)
+    p.step_flops += 2 * B * proj * H
     return p
 
 
@@ -196,6 +225,17 @@ cdef struct Run:
     bint accumulate_dx
     void *d_weight[MAX_RECURRENT]
     bint weight_grads_in_team   # the BLAS can run single-threaded in one thread: dW, dR by the team
+    # a projection r_t = out_t W_proj^T (plan.proj > 0): ``out``/``d_out`` above are then the cell's own output and
+    # its gradient, (T, B, H) workspace buffers, and these the layer's
+    const void *W_proj          # (proj, H)
+    void *packed_proj_fwd       # W_proj^T panels of each thread's columns of r (H * proj)
+    void *packed_proj_bwd       # W_proj panels of each thread's units (proj * H)
+    void *proj_out              # (T, B, ld_proj_out)
+    Py_ssize_t ld_proj_out
+    const void *d_proj_out      # (T, B, ld_d_proj_out)
+    Py_ssize_t ld_d_proj_out
+    void *d_r                   # (T, B, proj): dE/dr_t of the real steps, for dW_proj
+    void *d_W_proj              # (proj, H)
 
 
 cdef inline void _split(Py_ssize_t total, Py_ssize_t align, int tid, int nt, Py_ssize_t *lo,
@@ -213,20 +253,24 @@ cdef inline bint _padded(const Run *run, Py_ssize_t t, Py_ssize_t r) noexcept no
     return run.lengths != NULL and t >= run.lengths[r]
 
 
-cdef void _pack(const Run *run, Py_ssize_t u0, Py_ssize_t n, floating *packed_fwd,
+cdef void _pack(const Run *run, Py_ssize_t u0, Py_ssize_t n, Py_ssize_t c0, Py_ssize_t nc, floating *packed_fwd,
                 floating *packed_bwd) noexcept nogil:
-    """This thread's panels of every recurrent weight, for its units [u0, u0 + n): the forward's M^T, the backward's M."""
+    """This thread's panels of every recurrent weight, for its units [u0, u0 + n) (and its columns [c0, c0 + nc) of
+    the projection r): the forward's M^T, the backward's M; and of the projection's W_proj^T and W_proj."""
     cdef const CellDesc *d = run.cell
     cdef const Plan *p = &run.plan
-    cdef Py_ssize_t H = p.H, k, b, q, K, ld
+    cdef Py_ssize_t H = p.H, k, b, q, K, ld, lo, width
     cdef const RecurrentWeight *w
     cdef floating *dest
     cdef const floating *M
-    if n <= 0:
-        return
+    cdef const floating *W_proj = <const floating *> run.W_proj
+    if p.proj > 0 and nc > 0:  # operand element (c, j) = W_proj[c0 + j, c]
+        pack_panels(H, 0, H, nc, W_proj + c0 * H, 1, H, <floating *> run.packed_proj_fwd + H * c0)
+    if p.proj > 0 and n > 0:   # operand element (i, j) = W_proj[i, u0 + j]
+        pack_panels(p.proj, 0, p.proj, n, W_proj + u0, H, 1, <floating *> run.packed_proj_bwd + p.proj * u0)
     for b in range(d.n_blocks):
         K = p.block_K[b]
-        if K == 0:
+        if K == 0 or n <= 0:
             continue
         dest = packed_fwd + p.block_offset[b] + K * u0
         memset(dest, 0, K * n * sizeof(floating))
@@ -235,19 +279,30 @@ cdef void _pack(const Run *run, Py_ssize_t u0, Py_ssize_t n, floating *packed_fw
             if w.first_block <= b < w.first_block + w.n_blocks:
                 M, ld = <const floating *> run.weight[k], run.ld_weight[k]
                 # operand element (c, j) = M[(b - first_block) H + u0 + j, c]
-                pack_panels(K, w.first_vector * H - p.block_k0[b], w.n_vectors * H, n,
+                pack_panels(K, _column(p, w.stage, w.first_vector) - p.block_k0[b], ld, n,
                             M + ((b - w.first_block) * H + u0) * ld, 1, ld, dest)
     for k in range(d.n_recurrent):
         w = &d.recurrent[k]
         M, ld = <const floating *> run.weight[k], run.ld_weight[k]
         for q in range(w.first_vector, w.first_vector + w.n_vectors):
             K = p.vector_K[w.stage][q]
-            dest = packed_bwd + p.vector_offset[w.stage][q] + K * u0
+            lo, width = _share(p, w.stage, q, u0, n, c0, nc)
+            if width <= 0:
+                continue
+            dest = packed_bwd + p.vector_offset[w.stage][q] + K * lo
             if k == _first_weight_of(d, w.stage, q):
-                memset(dest, 0, K * n * sizeof(floating))
-            # operand element (i, j) = M[i - first_block H, (q - first_vector) H + u0 + j]
-            pack_panels(K, w.first_block * H - p.vector_k0[w.stage][q], w.n_blocks * H, n,
-                        M + (q - w.first_vector) * H + u0, ld, 1, dest)
+                memset(dest, 0, K * width * sizeof(floating))
+            # operand element (i, j) = M[i - first_block H, column of q in M + lo + j]
+            pack_panels(K, w.first_block * H - p.vector_k0[w.stage][q], w.n_blocks * H, width,
+                        M + _column(p, w.stage, q) - _column(p, w.stage, w.first_vector) + lo, ld, 1, dest)
+
+
+cdef inline (Py_ssize_t, Py_ssize_t) _share(const Plan *p, int stage, Py_ssize_t q, Py_ssize_t u0, Py_ssize_t n,
+                                            Py_ssize_t c0, Py_ssize_t nc) noexcept nogil:
+    """A thread's share (first, count) of input vector q: its units, or its columns of the projection r."""
+    if stage == 0 and q == 0 and p.proj > 0:
+        return c0, nc
+    return u0, n
 
 
 cdef inline Py_ssize_t _first_weight_of(const CellDesc *d, int stage, Py_ssize_t q) noexcept nogil:
@@ -277,15 +332,15 @@ cdef void _view(const Run *run, StepView *v, int stage, Py_ssize_t t, Py_ssize_t
     v.ld_pre, v.ld_state, v.ld_cache, v.ld_stage_input = p.G, p.S, p.C, p.V
     v.ld_out, v.ld_d_out = run.ld_out, run.ld_d_out
     v.pre = <floating *> run.pre + row * p.G + u0
-    v.prev = <floating *> run.carried + (prev * B + r) * p.S + u0
-    v.next = <floating *> run.carried + (nxt * B + r) * p.S + u0
+    v.prev = <floating *> run.carried + (prev * B + r) * p.S + p.proj + u0  # the cell's vectors follow r
+    v.next = <floating *> run.carried + (nxt * B + r) * p.S + p.proj + u0
     v.cache = <floating *> run.cache + row * p.C + u0 if p.C > 0 else NULL
     v.stage_input = <floating *> run.stage_input + row * p.V + u0 if p.V > 0 else NULL
     v.params = <const floating *> run.params + u0 if run.params != NULL else NULL
     v.out = <floating *> run.out + row * run.ld_out + u0 if run.out != NULL else NULL
     v.d_out = <const floating *> run.d_out + row * run.ld_d_out + u0 if run.d_out != NULL else NULL
     v.d_pre = <floating *> run.d_pre + row * p.G + u0 if run.d_pre != NULL else NULL
-    v.d_state = <floating *> run.d_state + r * p.S + u0 if run.d_state != NULL else NULL
+    v.d_state = <floating *> run.d_state + r * p.S + p.proj + u0 if run.d_state != NULL else NULL
     v.d_stage_input = <floating *> run.d_stage_input + r * p.V + u0 if run.d_stage_input != NULL and p.V > 0 \
         else NULL
     v.d_params = d_params + u0 if d_params != NULL else NULL
@@ -330,7 +385,7 @@ cdef void _forward_rows(const Run *run, int stage, Py_ssize_t t, Py_ssize_t r0, 
 cdef void _forward_team(Run *run, int tid, int nt, floating *tag) noexcept nogil:
     cdef const CellDesc *d = run.cell
     cdef const Plan *p = &run.plan
-    cdef Py_ssize_t T = run.T, B = run.B, H = p.H, u0, u1, r0, r1, n, i, t, b, prev
+    cdef Py_ssize_t T = run.T, B = run.B, H = p.H, u0, u1, r0, r1, c0, c1, n, i, t, b, prev
     cdef int s
     cdef const floating *inp
     cdef Py_ssize_t lda
@@ -338,8 +393,9 @@ cdef void _forward_team(Run *run, int tid, int nt, floating *tag) noexcept nogil
     cdef floating *packed = <floating *> run.packed_fwd
     _split(H, UNIT_ALIGN, tid, nt, &u0, &u1)
     _split(B, 1, tid, nt, &r0, &r1)
+    _split(p.proj, UNIT_ALIGN, tid, nt, &c0, &c1)
     n = u1 - u0
-    _pack(run, u0, n, packed, <floating *> run.packed_bwd)
+    _pack(run, u0, n, c0, c1 - c0, packed, <floating *> run.packed_bwd)
     if tid == 0:
         run.packed_threads = nt
     _input_projection(run, u0, n, tag)
@@ -363,6 +419,38 @@ cdef void _forward_team(Run *run, int tid, int nt, floating *tag) noexcept nogil
             else:
                 _forward_rows(run, s, t, 0, B, u0, u1, tag)
             lc_team_barrier()
+        if p.proj > 0:
+            _project(run, t, c0, c1 - c0, tag)
+            lc_team_barrier()
+
+
+cdef void _project(const Run *run, Py_ssize_t t, Py_ssize_t c0, Py_ssize_t nc, floating *tag) noexcept nogil:
+    """r_t = out_t W_proj^T in this thread's columns [c0, c0 + nc) of r, into the carried row and the layer's output;
+    a padded row carries r over and outputs zero."""
+    cdef const Plan *p = &run.plan
+    cdef Py_ssize_t B = run.B, S = p.S, r, e, q
+    cdef Py_ssize_t prev = t + 1 if run.reverse else t
+    cdef Py_ssize_t nxt = t if run.reverse else t + 1
+    cdef const floating *r_prev = <const floating *> run.carried + prev * B * S + c0
+    cdef floating *r_next = <floating *> run.carried + nxt * B * S + c0
+    cdef floating *out = <floating *> run.proj_out + t * B * run.ld_proj_out + c0
+    if nc <= 0:
+        return
+    r = 0
+    while r < B:
+        if _padded(run, t, r):
+            memcpy(r_next + r * S, r_prev + r * S, nc * sizeof(floating))
+            memset(out + r * run.ld_proj_out, 0, nc * sizeof(floating))
+            r += 1
+            continue
+        e = _real_run_end(run, t, r, B)
+        for q in range(r, e):
+            memset(r_next + q * S, 0, nc * sizeof(floating))
+        small_gemm(e - r, nc, p.H, <const floating *> run.out + (t * B + r) * run.ld_out, run.ld_out,
+                   <const floating *> run.packed_proj_fwd + p.H * c0, r_next + r * S, S)
+        for q in range(r, e):
+            memcpy(out + q * run.ld_proj_out, r_next + q * S, nc * sizeof(floating))
+        r = e
 
 
 cdef void _backward_rows(const Run *run, int stage, Py_ssize_t t, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t u0,
@@ -390,30 +478,57 @@ cdef void _backward_rows(const Run *run, int stage, Py_ssize_t t, Py_ssize_t r0,
         r = e
 
 
-cdef void _recurrent_delta(const Run *run, int stage, Py_ssize_t t, Py_ssize_t u0, Py_ssize_t n, floating *target,
-                           Py_ssize_t ld, bint overwrite) noexcept nogil:
-    """target[:, vector q, units] (+)= d_pre[t] (the blocks that read q) @ M, for every input vector q of ``stage``."""
+cdef void _recurrent_delta(const Run *run, int stage, Py_ssize_t t, Py_ssize_t u0, Py_ssize_t n, Py_ssize_t c0,
+                           Py_ssize_t nc, floating *target, Py_ssize_t ld, bint overwrite) noexcept nogil:
+    """target[:, vector q, this thread's share] (+)= d_pre[t] (the blocks that read q) @ M, for every input vector q
+    of ``stage``."""
     cdef const Plan *p = &run.plan
-    cdef Py_ssize_t B = run.B, q, r, K
+    cdef Py_ssize_t B = run.B, q, r, K, lo, width
     cdef const floating *d_pre = <const floating *> run.d_pre + t * B * p.G
     cdef const floating *packed = <const floating *> run.packed_bwd
-    if n <= 0:
-        return
+    cdef floating *dest
     for q in range(MAX_VECTORS):
         K = p.vector_K[stage][q]
-        if K == 0:
+        lo, width = _share(p, stage, q, u0, n, c0, nc)
+        if K == 0 or width <= 0:
             continue
+        dest = target + _column(p, stage, q) + lo
         if overwrite:
             for r in range(B):
-                memset(target + r * ld + q * p.H + u0, 0, n * sizeof(floating))
-        small_gemm(B, n, K, d_pre + p.vector_k0[stage][q], p.G, packed + p.vector_offset[stage][q] + K * u0,
-                   target + q * p.H + u0, ld)
+                memset(dest + r * ld, 0, width * sizeof(floating))
+        small_gemm(B, width, K, d_pre + p.vector_k0[stage][q], p.G, packed + p.vector_offset[stage][q] + K * lo,
+                   dest, ld)
+
+
+cdef void _project_backward(const Run *run, Py_ssize_t t, Py_ssize_t u0, Py_ssize_t n, Py_ssize_t c0,
+                            Py_ssize_t nc, floating *tag) noexcept nogil:
+    """dE/dr_t = d_proj_out_t + (the carried r's gradient, consumed) in this thread's columns of r (zero at a padded
+    row, whose r passes its gradient on unchanged); then dE/dout_t = dE/dr_t W_proj in its units, for the step."""
+    cdef const Plan *p = &run.plan
+    cdef Py_ssize_t B = run.B, S = p.S, P = p.proj, r, j
+    cdef floating *d_r = <floating *> run.d_r + t * B * P
+    cdef floating *d_state = <floating *> run.d_state
+    cdef const floating *d_out = <const floating *> run.d_proj_out + t * B * run.ld_d_proj_out
+    cdef floating *d_hidden = <floating *> run.d_out + t * B * run.ld_d_out
+    for r in range(B):
+        if _padded(run, t, r):
+            memset(d_r + r * P + c0, 0, nc * sizeof(floating))
+            continue
+        for j in range(c0, c0 + nc):
+            d_r[r * P + j] = d_out[r * run.ld_d_proj_out + j] + d_state[r * S + j]
+            d_state[r * S + j] = 0
+    lc_team_barrier()
+    if n <= 0:
+        return
+    for r in range(B):
+        memset(d_hidden + r * run.ld_d_out + u0, 0, n * sizeof(floating))
+    small_gemm(B, n, P, d_r, P, <const floating *> run.packed_proj_bwd + P * u0, d_hidden + u0, run.ld_d_out)
 
 
 cdef void _backward_team(Run *run, int tid, int nt, floating *tag) noexcept nogil:
     cdef const CellDesc *d = run.cell
     cdef const Plan *p = &run.plan
-    cdef Py_ssize_t T = run.T, B = run.B, H = p.H, u0, u1, r0, r1, n, i, t, j, r, q, k
+    cdef Py_ssize_t T = run.T, B = run.B, H = p.H, u0, u1, r0, r1, c0, c1, n, i, t, j, r, q, k
     cdef int s
     cdef floating *d_params = NULL
     cdef floating *mine
@@ -421,9 +536,10 @@ cdef void _backward_team(Run *run, int tid, int nt, floating *tag) noexcept nogi
     cdef const floating *d_pre = <const floating *> run.d_pre
     _split(H, UNIT_ALIGN, tid, nt, &u0, &u1)
     _split(B, 1, tid, nt, &r0, &r1)
+    _split(p.proj, UNIT_ALIGN, tid, nt, &c0, &c1)
     n = u1 - u0
     if nt != run.packed_threads:  # the system gave this team fewer threads than the forward's
-        _pack(run, u0, n, <floating *> run.packed_fwd, <floating *> run.packed_bwd)
+        _pack(run, u0, n, c0, c1 - c0, <floating *> run.packed_fwd, <floating *> run.packed_bwd)
     if p.P > 0:
         d_params = <floating *> run.d_params + (tid * p.P if d.whole_rows else 0)
         if d.whole_rows:
@@ -433,9 +549,11 @@ cdef void _backward_team(Run *run, int tid, int nt, floating *tag) noexcept nogi
                 memset(d_params + q * H + u0, 0, n * sizeof(floating))
     for i in range(T):
         t = i if run.reverse else T - 1 - i
+        if p.proj > 0:
+            _project_backward(run, t, u0, n, c0, c1 - c0, tag)
         for s in range(d.n_stages - 1, -1, -1):
             if s == 0 and d.n_stages == 2:  # dE/dV_t from the stage-1 deltas
-                _recurrent_delta(run, 1, t, u0, n, <floating *> run.d_stage_input, p.V, True)
+                _recurrent_delta(run, 1, t, u0, n, 0, 0, <floating *> run.d_stage_input, p.V, True)
                 if d.whole_rows:
                     lc_team_barrier()
             if d.whole_rows:
@@ -443,7 +561,7 @@ cdef void _backward_team(Run *run, int tid, int nt, floating *tag) noexcept nogi
             else:
                 _backward_rows(run, s, t, 0, B, u0, u1, d_params, tag)
             lc_team_barrier()
-        _recurrent_delta(run, 0, t, u0, n, <floating *> run.d_state, p.S, False)
+        _recurrent_delta(run, 0, t, u0, n, c0, c1 - c0, <floating *> run.d_state, p.S, False)
         if d.whole_rows:
             lc_team_barrier()
     lc_team_barrier()
@@ -463,7 +581,7 @@ cdef void _backward_team(Run *run, int tid, int nt, floating *tag) noexcept nogi
                     mine[q * H + j] += mine[k * p.P + q * H + j]
     _input_gradient(run, tid, nt, tag)
     if run.weight_grads_in_team:
-        _weight_gradients(run, u0, n, tag)
+        _weight_gradients(run, u0, n, c0, c1 - c0, tag)
 
 
 cdef void _forward_team_f(void *ctx, int tid, int nt) noexcept nogil:
@@ -541,9 +659,11 @@ cdef void _input_gradient(const Run *run, int tid, int nt, floating *tag) noexce
         m0 += ROW_BLOCK
 
 
-cdef void _weight_gradients(const Run *run, Py_ssize_t u0, Py_ssize_t n, floating *tag) noexcept nogil:
+cdef void _weight_gradients(const Run *run, Py_ssize_t u0, Py_ssize_t n, Py_ssize_t c0, Py_ssize_t nc,
+                            floating *tag) noexcept nogil:
     """dW = d_pre^T x and dM = d_pre[blocks]^T input[vectors] for every recurrent weight M: the rows of this thread's
-    units [u0, u0 + n) of every block (all of them with n = H), one BLAS call each."""
+    units [u0, u0 + n) of every block (all of them with n = H), one BLAS call each; dW_proj = d_r^T out, its rows
+    [c0, c0 + nc)."""
     cdef const CellDesc *d = run.cell
     cdef const Plan *p = &run.plan
     cdef Py_ssize_t TB = run.T * run.B, H = p.H, I = run.n_inputs, k, b, ld
@@ -551,6 +671,10 @@ cdef void _weight_gradients(const Run *run, Py_ssize_t u0, Py_ssize_t n, floatin
     cdef const floating *inp
     cdef Py_ssize_t lda
     cdef const RecurrentWeight *w
+    if p.proj > 0 and nc > 0:
+        gemm(Trans, NoTrans, <int> nc, <int> H, <int> TB, <floating> 1, <const floating *> run.d_r + c0,
+             <int> p.proj, <const floating *> run.out, <int> run.ld_out, <floating> 0,
+             <floating *> run.d_W_proj + c0 * H, <int> H)
     if n <= 0:
         return
     for k in range(d.n_input_blocks):
@@ -562,10 +686,10 @@ cdef void _weight_gradients(const Run *run, Py_ssize_t u0, Py_ssize_t n, floatin
             inp, lda = <const floating *> run.carried + (run.B * p.S if run.reverse else 0), p.S
         else:
             inp, lda = <const floating *> run.stage_input, p.V
-        ld = w.n_vectors * H
+        ld = _weight_columns(p, w)
         for b in range(w.first_block, w.first_block + w.n_blocks):
             gemm(Trans, NoTrans, <int> n, <int> ld, <int> TB, <floating> 1, d_pre + b * H + u0, <int> p.G,
-                 inp + w.first_vector * H, <int> lda, <floating> 0,
+                 inp + _column(p, w.stage, w.first_vector), <int> lda, <floating> 0,
                  <floating *> run.d_weight[k] + ((b - w.first_block) * H + u0) * ld, <int> ld)
 
 
@@ -651,9 +775,9 @@ cdef class Tape:
     cdef readonly CellKernel kernel
     cdef readonly bint reverse
     cdef readonly int threads
-    cdef readonly Py_ssize_t T, B, H, input_size
+    cdef readonly Py_ssize_t T, B, H, input_size, proj
     cdef readonly object dtype
-    cdef object x, W, weights, params, lengths, workspace
+    cdef object x, W, weights, params, lengths, workspace, projection
     cdef bint busy
 
     def workspace_buffers(self):
@@ -699,7 +823,28 @@ cdef int _take_forward_buffers(Run *run, ws, Py_ssize_t T, Py_ssize_t B) except 
     _pointer_of(ws.take("stage_input", T * B * p.V), &run.stage_input)
     _pointer_of(ws.take("packed_fwd", p.packed_fwd), &run.packed_fwd)
     _pointer_of(ws.take("packed_bwd", p.packed_bwd), &run.packed_bwd)
+    if p.proj > 0:  # the cell's own output, which the projection reads
+        _pointer_of(ws.take("hidden_out", T * B * p.H), &run.out)
+        run.ld_out = p.H
+        _pointer_of(ws.take("packed_proj_fwd", p.proj * p.H), &run.packed_proj_fwd)
+        _pointer_of(ws.take("packed_proj_bwd", p.proj * p.H), &run.packed_proj_bwd)
     return 0
+
+
+cdef Py_ssize_t _projection_size(projection, Py_ssize_t H, dtype) except -1:
+    """P' of a projection matrix (P', H), 0 for None."""
+    if projection is None:
+        return 0
+    if not (isinstance(projection, np.ndarray) and projection.dtype == dtype and projection.ndim == 2
+            and projection.shape[0] >= 1 and projection.shape[1] == H and projection.flags.c_contiguous):
+        raise ValueError(f"projection must be a C-contiguous {np.dtype(dtype).name} array of shape (P, {H}), P >= 1")
+    return projection.shape[0]
+
+
+cdef inline tuple _state_columns(const Plan *p, const CellDesc *d, Py_ssize_t k):
+    """(first column, width) of public state k in the carried row (with a projection, vector 0's is r)."""
+    cdef Py_ssize_t q = d.state_vector[k]
+    return _column(p, 0, q), _width(p, 0, q)
 
 
 cdef void _fill_run(Run *run, CellKernel kernel, Plan plan, Py_ssize_t T, Py_ssize_t B, bint reverse,
@@ -718,7 +863,7 @@ cdef _matrix_pointers(Run *run, tuple weights, const CellDesc *d, Py_ssize_t H, 
     _check(len(weights) == d.n_recurrent, f"the cell has {d.n_recurrent} recurrent weight matrices, got {len(weights)}")
     arrays = []
     for k in range(d.n_recurrent):
-        shape = (d.recurrent[k].n_blocks * H, d.recurrent[k].n_vectors * H)
+        shape = (d.recurrent[k].n_blocks * H, _weight_columns(&run.plan, &d.recurrent[k]))
         arr = weights[k]
         if not (isinstance(arr, np.ndarray) and arr.dtype == dtype and tuple(arr.shape) == shape and arr.flags.c_contiguous):
             raise ValueError(f"recurrent weight {k} must be a C-contiguous {np.dtype(dtype).name} array of shape {shape}")
@@ -741,19 +886,24 @@ cdef inline int _pointer_of(cnp.ndarray arr, void **ptr) except -1:
 
 def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const floating[:, ::1] W,
             const floating[::1] b, tuple weights, const floating[::1] params, const int[::1] lengths,
-            tuple states, floating[:, :, :] out, int threads=0):
+            tuple states, floating[:, :, :] out, int threads=0, projection=None):
     """Run one direction of one layer over a whole sequence: fills ``out`` (T, B, H, rows contiguous) and returns
     ``(final_states, tape)``. ``weights`` are the cell's recurrent matrices, ``params`` its per-unit vectors (None when
-    it has none), ``states`` the initial public states, each (B, H). ``threads`` > 0 forces the team size."""
+    it has none), ``states`` the initial public states, each (B, H). ``threads`` > 0 forces the team size.
+
+    ``projection`` (P', H), for a one-stage cell whose output is its carried vector 0: the output becomes
+    r_t = out_t projection^T (``out`` is (T, B, P')), and r replaces vector 0 as the input of the recurrent weights
+    (a weight reading vector 0 then has P' columns for it) and as its public state ((B, P')); the cell's own vector 0
+    starts at zero."""
     cdef const CellDesc *d = &kernel.desc
-    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H, k, r, q
+    cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H, k, r, q, col, width
     dtype = np.float32 if floating is float else np.float64
     _check(T >= 1 and B >= 1 and I >= 1, "empty sequence, batch or input")
     _check(1 <= d.n_blocks <= MAX_BLOCKS and 1 <= d.n_input_blocks <= d.n_blocks,
            f"cell: n_blocks must be 1 .. {MAX_BLOCKS} and n_input_blocks 1 .. n_blocks (is the description filled?)")
     _check(W.shape[0] % d.n_input_blocks == 0, "W rows must be n_input_blocks*H")
     H = W.shape[0] // d.n_input_blocks
-    cdef Plan plan = _plan(d, H, B)
+    cdef Plan plan = _plan(d, H, B, _projection_size(projection, H, dtype))
     _check(H >= 1 and W.shape[1] == I and b.shape[0] == plan.GIH, "W, b shapes")
     _check((params is None) == (plan.P == 0) and (params is None or params.shape[0] == plan.P),
            f"the cell takes {d.n_params} parameter vectors of H = {H}")
@@ -763,11 +913,11 @@ def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const 
             _check(0 <= lengths[r] <= T, "lengths out of range")
     _check(len(states) == d.n_states, f"the cell has {d.n_states} states, got {len(states)}")
     for k in range(d.n_states):
-        st = states[k]
-        if not (isinstance(st, np.ndarray) and st.dtype == dtype and tuple(st.shape) == (B, H)):
-            raise ValueError(f"state {k} must be a {np.dtype(dtype).name} array of shape {(B, H)}")
+        st, (col, width) = states[k], _state_columns(&plan, d, k)
+        if not (isinstance(st, np.ndarray) and st.dtype == dtype and tuple(st.shape) == (B, width)):
+            raise ValueError(f"state {k} must be a {np.dtype(dtype).name} array of shape {(B, width)}")
     _check((d.forward_f != NULL) if floating is float else (d.forward_d != NULL), "the cell has no forward step")
-    cdef Py_ssize_t ld = _row_stride(out, T, B, H, sizeof(floating), "out")
+    cdef Py_ssize_t ld = _row_stride(out, T, B, plan.proj or H, sizeof(floating), "out")
 
     cdef Run run
     _fill_run(&run, kernel, plan, T, B, reverse, NULL)
@@ -775,6 +925,7 @@ def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const 
     tape.kernel, tape.reverse, tape.T, tape.B, tape.input_size, tape.H = kernel, reverse, T, B, I, H
     tape.dtype = dtype
     tape.x, tape.W, tape.params = x, W, params
+    tape.projection, tape.proj = projection, plan.proj
     tape.weights = _matrix_pointers(&run, weights, d, H, dtype)
     tape.lengths = None if lengths is None else np.array(lengths, dtype=np.int32)  # immune to later changes
     cdef const int[::1] lens = tape.lengths
@@ -785,9 +936,13 @@ def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const 
     init = T if reverse else 0
     slots[init] = 0
     for k in range(d.n_states):
-        q = d.state_vector[k]
-        slots[init, :, q * H:(q + 1) * H] = states[k]
-    run.out, run.ld_out = &out[0, 0, 0], ld
+        col, width = _state_columns(&plan, d, k)
+        slots[init, :, col:col + width] = states[k]
+    cdef const floating[:, ::1] W_proj = projection
+    if plan.proj > 0:
+        run.proj_out, run.ld_proj_out, run.W_proj = &out[0, 0, 0], ld, &W_proj[0, 0]
+    else:
+        run.out, run.ld_out = &out[0, 0, 0], ld
     run.params = &params[0] if params is not None else NULL
     run.n_inputs, run.x, run.W, run.b = I, &x[0, 0, 0], &W[0, 0], &b[0]
     _pointer_of(ws.take("packed_in", plan.GIH * I), &run.packed_in)
@@ -799,27 +954,36 @@ def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const 
             nt = lc_team_run(nt, _forward_team_d, &run)
     tape.threads = nt
     final = 0 if reverse else T
-    return tuple(slots[final, :, d.state_vector[k] * H:(d.state_vector[k] + 1) * H].copy()
-                 for k in range(d.n_states)), tape
+    finals = []
+    for k in range(d.n_states):
+        col, width = _state_columns(&plan, d, k)
+        finals.append(slots[final, :, col:col + width].copy())
+    return tuple(finals), tape
 
 
 def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[:, ::1] dW, floating[::1] db,
-             tuple d_weights, floating[::1] d_params, floating[:, :, ::1] dx, bint accumulate_dx):
-    """BPTT through the forward that made ``tape``: writes dW, db, every d_weights[k], d_params, and dx (added to with
-    ``accumulate_dx``; skipped when None); returns the gradients of the initial states. ``d_states`` are the
-    gradients of the final states, each (B, H)."""
+             tuple d_weights, floating[::1] d_params, floating[:, :, ::1] dx, bint accumulate_dx,
+             floating[:, ::1] d_projection=None):
+    """BPTT through the forward that made ``tape``: writes dW, db, every d_weights[k], d_params, d_projection (for a
+    projected forward), and dx (added to with ``accumulate_dx``; skipped when None); returns the gradients of the
+    initial states. ``d_out`` and ``d_states`` are the gradients of the output and of the final states, shaped as the
+    forward's."""
     cdef const CellDesc *d = &tape.kernel.desc
-    cdef Py_ssize_t T = tape.T, B = tape.B, I = tape.input_size, H = tape.H, k, q
+    cdef Py_ssize_t T = tape.T, B = tape.B, I = tape.input_size, H = tape.H, k, q, col, width
     dtype = np.float32 if floating is float else np.float64
     if dtype != tape.dtype:
         raise ValueError(f"the forward ran in {np.dtype(tape.dtype).name}")
-    cdef Plan plan = _plan(d, H, B)
-    cdef Py_ssize_t ld = _row_stride(d_out, T, B, H, sizeof(floating), "d_out")
+    cdef Plan plan = _plan(d, H, B, tape.proj)
+    cdef Py_ssize_t ld = _row_stride(d_out, T, B, plan.proj or H, sizeof(floating), "d_out")
     _check(len(d_states) == d.n_states, f"the cell has {d.n_states} states, got {len(d_states)}")
     for k in range(d.n_states):
-        st = d_states[k]
-        if not (isinstance(st, np.ndarray) and st.dtype == dtype and tuple(st.shape) == (B, H)):
-            raise ValueError(f"the gradient of state {k} must be a {np.dtype(dtype).name} array of shape {(B, H)}")
+        st, (col, width) = d_states[k], _state_columns(&plan, d, k)
+        if not (isinstance(st, np.ndarray) and st.dtype == dtype and tuple(st.shape) == (B, width)):
+            raise ValueError(f"the gradient of state {k} must be a {np.dtype(dtype).name} array of shape "
+                             f"{(B, width)}")
+    _check((d_projection is None) == (plan.proj == 0) and
+           (d_projection is None or (d_projection.shape[0] == plan.proj and d_projection.shape[1] == H)),
+           f"d_projection must be None without a projection, else of shape (P, H) = {(plan.proj, H)}")
     _check(tuple(dW.shape)[:2] == (plan.GIH, I) and db.shape[0] == plan.GIH, "dW, db shapes")
     _check((d_params is None) == (plan.P == 0) and (d_params is None or d_params.shape[0] == plan.P),
            "d_params shape")
@@ -832,7 +996,7 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
     _check(len(d_weights) == d.n_recurrent, f"the cell has {d.n_recurrent} recurrent weight matrices")
     cdef void *ptr
     for k in range(d.n_recurrent):
-        shape = (d.recurrent[k].n_blocks * H, d.recurrent[k].n_vectors * H)
+        shape = (d.recurrent[k].n_blocks * H, _weight_columns(&plan, &d.recurrent[k]))
         arr = d_weights[k]
         if not (isinstance(arr, np.ndarray) and arr.dtype == dtype and tuple(arr.shape) == shape and arr.flags.c_contiguous and arr.flags.writeable):
             raise ValueError(f"d_weights[{k}] must be a writable contiguous {np.dtype(dtype).name} array of shape {shape}")
@@ -853,8 +1017,8 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
     rows = d_state[:B * plan.S].reshape(B, plan.S)  # (a workspace buffer may be longer)
     rows[...] = 0
     for k in range(d.n_states):
-        q = d.state_vector[k]
-        rows[:, q * H:(q + 1) * H] = d_states[k]
+        col, width = _state_columns(&plan, d, k)
+        rows[:, col:col + width] = d_states[k]
     _pointer_of(d_state, &run.d_state)
     _pointer_of(ws.take("d_stage_input", B * plan.V), &run.d_stage_input)
     cdef int nt = tape.threads  # the forward packed each thread's panels for its own units
@@ -865,7 +1029,15 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
     elif plan.P > 0:  # each thread writes its own units
         run.d_params = &d_params[0]
     run.db = &db[0]
-    run.d_out, run.ld_d_out = &d_out[0, 0, 0], ld
+    cdef const floating[:, ::1] W_proj = tape.projection
+    if plan.proj > 0:
+        run.d_proj_out, run.ld_d_proj_out, run.W_proj = &d_out[0, 0, 0], ld, &W_proj[0, 0]
+        run.d_W_proj = &d_projection[0, 0]
+        _pointer_of(ws.take("d_hidden", T * B * H), &run.d_out)
+        run.ld_d_out = H
+        _pointer_of(ws.take("d_r", T * B * plan.proj), &run.d_r)
+    else:
+        run.d_out, run.ld_d_out = &d_out[0, 0, 0], ld
     run.n_inputs, run.x, run.W = I, &x[0, 0, 0], &W[0, 0]
     run.dW, run.dx, run.accumulate_dx = &dW[0, 0], &dx[0, 0, 0] if dx is not None else NULL, accumulate_dx
     for k in range(d.n_recurrent):
@@ -881,9 +1053,13 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
             else:
                 lc_team_run(nt, _backward_team_d, &run)
             if not run.weight_grads_in_team:
-                _weight_gradients(&run, 0, H, <floating *> NULL)
+                _weight_gradients(&run, 0, H, 0, plan.proj, <floating *> NULL)
     finally:
         tape.busy = False
     if d.whole_rows and plan.P > 0:
         memcpy(&d_params[0], run.d_params, plan.P * sizeof(floating))
-    return tuple(rows[:, d.state_vector[k] * H:(d.state_vector[k] + 1) * H].copy() for k in range(d.n_states))
+    d_initial = []
+    for k in range(d.n_states):
+        col, width = _state_columns(&plan, d, k)
+        d_initial.append(rows[:, col:col + width].copy())
+    return tuple(d_initial)

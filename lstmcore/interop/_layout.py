@@ -76,7 +76,8 @@ def import_tensors(layout: Layout, cell: GatedCell, H: int, W, R, b_in=None, b_r
     """
     W, R = np.asarray(W), np.asarray(R)
     G = len(cell.gate_blocks)
-    params = {"W": np.zeros((G * H, W.shape[1]), dtype), "R": np.zeros((G * H, H), dtype), "b": np.zeros(G * H, dtype)}
+    params = {"W": np.zeros((G * H, W.shape[1]), dtype), "R": np.zeros((G * H, R.shape[1]), dtype),
+              "b": np.zeros(G * H, dtype)}  # R reads h, or r (proj_size wide) when projected
     given = [np.asarray(v, dtype=np.float64) for v in (b_in, b_rec) if v is not None]
     bias = np.sum(given, axis=0) if given else None  # the input and recurrent biases are only ever summed
     for ours, theirs in _block_slices(layout.gates, cell.gate_blocks, H):
@@ -99,7 +100,7 @@ def export_tensors(layout: Layout, cell: GatedCell, H: int, params, *, dtype=Non
     W = np.asarray(params["W"])
     dtype = dtype or W.dtype
     G = len(layout.gates)
-    out = {"W": np.zeros((G * H, W.shape[1]), dtype), "R": np.zeros((G * H, H), dtype),
+    out = {"W": np.zeros((G * H, W.shape[1]), dtype), "R": np.zeros((G * H, params["R"].shape[1]), dtype),
            "b_in": np.zeros(G * H, dtype), "b_rec": np.zeros(G * H, dtype) if layout.two_biases else None,
            "p": np.zeros(len(layout.peepholes) * H, dtype) if layout.peepholes else None}
     for ours, theirs in _block_slices(layout.gates, cell.gate_blocks, H):

@@ -248,6 +248,8 @@ def to_onnx(layer: LSTM) -> dict:
     if layer.num_layers != 1:
         raise ValueError(f"an ONNX LSTM node has one layer; this layer has num_layers={layer.num_layers} "
                          f"(export each layer as its own node)")
+    if layer.proj_size:
+        raise ValueError(f"ONNX's LSTM has no projection (LSTMP); this layer has proj_size={layer.proj_size}")
     reverse_only = isinstance(layer.cells[0], ReverseOnly)
     cells = [c.cell if isinstance(c, ReverseOnly) else c for c in layer.cells]
     coupled = [check_cell(c, ONNX, allow_dropped=("f",)).coupled for c in cells]

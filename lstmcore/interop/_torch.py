@@ -1,8 +1,9 @@
 """PyTorch ``torch.nn.LSTM`` to and from ``lstmcore.LSTM``. torch is imported inside the functions only.
 
 PyTorch keeps, per layer k and direction (suffix ``_reverse``), ``weight_ih_l{k}`` (4H, I), ``weight_hh_l{k}`` (4H, H),
-``bias_ih_l{k}`` and ``bias_hh_l{k}`` (4H,), gate blocks (i, f, g, o); the permutation and the bias split live in
-``_layout.TORCH`` and nowhere else.
+``bias_ih_l{k}`` and ``bias_hh_l{k}`` (4H,), gate blocks (i, f, g, o), and with ``proj_size`` P ``weight_hr_l{k}``
+(P, H), our ``W_proj`` (``weight_hh`` is then (4H, P)); the permutation and the bias split live in ``_layout.TORCH``
+and nowhere else.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ _DTYPES = {"torch.float32": np.float32, "torch.float64": np.float64}
 def _torch_names(layer: int, direction: int) -> dict[str, str]:
     suffix = f"_l{layer}" + ("_reverse" if direction else "")
     return {"W": "weight_ih" + suffix, "R": "weight_hh" + suffix, "b_in": "bias_ih" + suffix,
-            "b_rec": "bias_hh" + suffix}
+            "b_rec": "bias_hh" + suffix, "W_proj": "weight_hr" + suffix}
 
 
 def _torch_cell(cell) -> GatedCell:
@@ -43,8 +44,11 @@ def torch_arrays(layer: LSTM, params: dict | None = None) -> dict[str, np.ndarra
             cell = _torch_cell(cell)
             ours = {name: params[LSTM.param_name(name, k, d)] for name in ("W", "R", "b")}
             theirs = export_tensors(TORCH, cell, H, ours)
+            if layer.proj_size:
+                theirs["W_proj"] = params[LSTM.param_name("W_proj", k, d)]
             for key, name in _torch_names(k, d).items():
-                out[name] = theirs[key]
+                if key in theirs:
+                    out[name] = theirs[key]
     return out
 
 
@@ -55,16 +59,13 @@ def from_torch(module, variant="vanilla") -> LSTM:
     biases are summed into our one; ``bias=False`` gives zero biases. ``variant`` may be any gated cell with PyTorch's
     three independent gates: ``vanilla`` (the default) computes exactly what the module computes; ``peephole`` starts
     with zero peepholes (the same function, trainable peepholes); a variant with other activations keeps the weights
-    but, by design, not the function. ``proj_size`` (LSTMP) has no equivalent and raises ``ValueError``; dropout
+    but, by design, not the function. ``proj_size`` (LSTMP) is carried over, ``weight_hr`` becoming ``W_proj``; dropout
     between layers is not carried over (a warning says so).
     """
     import torch
 
     if not isinstance(module, torch.nn.LSTM):
         raise TypeError(f"from_torch needs a torch.nn.LSTM, got {type(module).__name__}")
-    if getattr(module, "proj_size", 0):
-        raise ValueError(f"torch.nn.LSTM with proj_size={module.proj_size} (LSTMP, a projected hidden state) has no "
-                         f"lstmcore equivalent")
     dtype = _DTYPES.get(str(module.weight_ih_l0.dtype))
     if dtype is None:
         raise TypeError(f"the module's dtype is {module.weight_ih_l0.dtype}; lstmcore runs torch.float32 or "
@@ -75,7 +76,8 @@ def from_torch(module, variant="vanilla") -> LSTM:
     base = variant if isinstance(variant, Variant) else get_variant(variant)
     _torch_cell(base)
     layer = LSTM(module.input_size, module.hidden_size, variant=base, num_layers=module.num_layers,
-                 bidirectional=module.bidirectional, batch_first=module.batch_first, dtype=dtype, seed=0)
+                 bidirectional=module.bidirectional, batch_first=module.batch_first, dtype=dtype, seed=0,
+                 proj_size=module.proj_size or None)
     H = layer.hidden_size
     state = {name: value.detach().cpu().numpy() for name, value in module.named_parameters()}
     for k in range(layer.num_layers):
@@ -84,6 +86,8 @@ def from_torch(module, variant="vanilla") -> LSTM:
             tensors = {key: state.get(name) for key, name in names.items()}  # biases are absent with bias=False
             params = import_tensors(TORCH, _torch_cell(cell), H, tensors["W"], tensors["R"], tensors["b_in"],
                                     tensors["b_rec"], dtype=dtype)
+            if layer.proj_size:
+                params["W_proj"] = np.array(tensors["W_proj"], dtype=dtype)
             for name, value in params.items():
                 layer.params[LSTM.param_name(name, k, d)] = value
     return layer
@@ -91,7 +95,8 @@ def from_torch(module, variant="vanilla") -> LSTM:
 
 def to_torch(layer: LSTM):
     """A ``torch.nn.LSTM`` (same dtype, ``num_layers``, ``bidirectional``, ``batch_first``) computing what a
-    ``vanilla`` ``layer`` computes: our bias goes into ``bias_ih``, ``bias_hh`` is zero. Other variants (peepholes,
+    ``vanilla`` ``layer`` computes (with its ``proj_size``): our bias goes into ``bias_ih``, ``bias_hh`` is zero.
+    Other variants (peepholes,
     coupled gates, other activations, ``clip``) raise ``ValueError``: PyTorch's LSTM cannot express them."""
     import torch
 
@@ -116,7 +121,7 @@ def to_torch(layer: LSTM):
                              + "; ".join(reasons))
     module = torch.nn.LSTM(layer.input_size, layer.hidden_size, num_layers=layer.num_layers, bias=True,
                            batch_first=layer.batch_first, bidirectional=layer.bidirectional,
-                           dtype=torch.float64 if layer.dtype == np.float64 else torch.float32)
+                           proj_size=layer.proj_size or 0, dtype=torch.float64 if layer.dtype == np.float64 else torch.float32)
     arrays = torch_arrays(layer)
     with torch.no_grad():
         for name, value in module.named_parameters():

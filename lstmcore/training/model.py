@@ -60,7 +60,7 @@ class SequenceModel(PerThreadState):
         lstm_seed, readout_seed = _seed_sequence(random_seed(seed, "seed")).spawn(2)
         self.lstm = LSTM(input_size, hidden_size, variant=variant, num_layers=num_layers, bidirectional=bidirectional,
                          batch_first=True, dtype=dtype, seed=np.random.default_rng(lstm_seed), **variant_options)
-        features = self.lstm.num_directions * self.lstm.hidden_size
+        features = self.lstm.num_directions * self.lstm.output_width  # hidden_size, or proj_size (variant_options)
         bound = 1.0 / np.sqrt(features)         # PyTorch's nn.Linear initialisation
         rng = np.random.default_rng(readout_seed)
         self.readout = {
@@ -123,7 +123,7 @@ class SequenceModel(PerThreadState):
     # -- compute ------------------------------------------------------------------------------------------------------
     def _checked_readout(self) -> tuple[np.ndarray, np.ndarray]:
         W, b = self.readout[READOUT_WEIGHT], self.readout[READOUT_BIAS]
-        expected = (self.output_size, self.lstm.num_directions * self.hidden_size)
+        expected = (self.output_size, self.lstm.num_directions * self.lstm.output_width)
         for value, shape, name in ((W, expected, READOUT_WEIGHT), (b, expected[:1], READOUT_BIAS)):
             if not isinstance(value, np.ndarray) or value.shape != shape or value.dtype != self.dtype:
                 raise ValueError(f"params[{name!r}] must be a {self.dtype} array of shape {shape}")
@@ -174,7 +174,7 @@ class SequenceModel(PerThreadState):
         if self.per_step:
             d_x = self.lstm.backward(d_features, need_input_grad=need_input_grad)
         else:
-            L, D, H = self.num_layers, self.lstm.num_directions, self.hidden_size
+            L, D, H = self.num_layers, self.lstm.num_directions, self.lstm.output_width
             B = d_features.shape[0]
             d_h_n = np.zeros((L * D, B, H), dtype=self.dtype)
             d_h_n[-D:] = d_features.reshape(B, D, H).transpose(1, 0, 2)
