@@ -43,12 +43,15 @@ def test_shapes_and_states():
 def test_threads_agree():
     from threadpoolctl import threadpool_limits
 
-    layer = lstmcore.LSTM(16, 64, proj_size=24, dtype=np.float64, seed=1, bidirectional=True)
-    x = np.random.default_rng(1).normal(size=(9, 7, 16))
+    from lstmcore._kernels import _driver
+
+    layer = lstmcore.LSTM(16, 128, proj_size=44, dtype=np.float64, seed=1, bidirectional=True)
+    x = np.random.default_rng(1).normal(size=(9, 16, 16))
     results = []
     for n in (1, 2):
         with threadpool_limits(n):
-            out, state = layer(x, lengths=[9, 3, 0, 9, 1, 8, 2])
+            out, state = layer(x, lengths=[9, 3, 0, 9, 1, 8, 2, 9] * 2)
+            assert layer._tape[1][0][0].threads == _driver.team_size(10**9, 128)  # 2 on 2 cores: P = 44 split 24 + 20
             d_x = layer.backward(np.ones_like(out), np.ones_like(state[0]), np.ones_like(state[1]))
             results.append((out, d_x, dict(layer.grads)))
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-12, atol=1e-13)
