@@ -192,89 +192,125 @@ def fit(model: SequenceModel, train: Split, valid: Split | None = None, *, optim
     """
     if not isinstance(model, SequenceModel):
         raise TypeError(f"model must be a SequenceModel, got {type(model).__name__}")
-    checked = check_fit_options(
+    options = check_fit_options(
         optimizer=optimizer, learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, batch_size=batch_size,
         max_epochs=max_epochs, patience=patience, input_noise=input_noise, clip_norm=clip_norm,
         time_budget=time_budget, eval_batch_size=eval_batch_size, loss_normalization=loss_normalization)
-    batch_size, max_epochs, input_noise = checked["batch_size"], checked["max_epochs"], checked["input_noise"]
-    clip_norm, time_budget, learning_rate = checked["clip_norm"], checked["time_budget"], checked["learning_rate"]
-    momentum, eval_batch_size = checked["momentum"], checked["eval_batch_size"]
-    schedule = learning_rate if callable(learning_rate) else None
-    opt = make_optimizer(optimizer, schedule(1) if schedule else learning_rate, momentum, nesterov)
+    schedule = options["learning_rate"] if callable(options["learning_rate"]) else None
+    opt = make_optimizer(optimizer, schedule(1) if schedule else options["learning_rate"], options["momentum"],
+                         nesterov)
     train = _check_split(model, train, "train")
     valid = _check_split(model, valid, "valid") if valid is not None else None
     rng = np.random.default_rng(random_seed(seed, "seed"))
-
-    started = time.perf_counter()
-    best_weights, best_epoch, best_valid = _snapshot(model), 0, math.inf
+    max_epochs = options["max_epochs"]
+    rule = StoppingRule(model, max_epochs, options["patience"], options["time_budget"], callback)
     history: list[dict] = []
-    status, reason, since_best = "completed", f"reached max_epochs = {max_epochs}", 0
-    n_batches = math.ceil(len(train) / batch_size)
-
+    status, reason = "completed", f"reached max_epochs = {max_epochs}"
     for epoch in range(1, max_epochs + 1):
         epoch_start = time.perf_counter()
         if schedule is not None:
             opt.learning_rate = schedule(epoch)
-        bar = ProgressBar(n_batches, f"epoch {epoch}/{max_epochs}") if progress else None
-        total, count, diverged = 0.0, 0, None
-        with np.errstate(over="ignore", invalid="ignore"):
-            for index, (x, y, lengths) in enumerate(_batches(train, rng.permutation(len(train)), batch_size)):
-                if input_noise > 0:
-                    noise = rng.standard_normal(x.shape).astype(model.dtype)
-                    noise *= input_noise * step_mask(lengths, x.shape[1], model.dtype)[..., None]
-                    x = x + noise
-                try:
-                    batch_total, batch_count = model.loss_and_gradients(x, y, lengths, loss_normalization)
-                except NonFiniteError as exc:
-                    diverged = f"{exc} at epoch {epoch}, batch {index + 1}"
-                    break
-                norm = clip_by_global_norm(model.grads, clip_norm) if clip_norm else global_norm(model.grads)
-                if not math.isfinite(norm):
-                    diverged = f"the gradient norm became {norm} at epoch {epoch}, batch {index + 1}"
-                    break
-                opt.step(model.params, model.grads)
-                if not _all_finite(model):
-                    diverged = f"the weights became NaN or Inf at epoch {epoch}, batch {index + 1}"
-                    break
-                total += batch_total
-                count += batch_count
-                if bar is not None:
-                    bar.update(index + 1, f"loss {total / max(count, 1):.4f}")
+        bar = (ProgressBar(math.ceil(len(train) / options["batch_size"]), f"epoch {epoch}/{max_epochs}")
+               if progress else None)
+        train_loss, diverged = train_epoch(model, train, opt, rng, epoch, options["batch_size"],
+                                           options["input_noise"], options["clip_norm"], loss_normalization, bar)
         if diverged is not None:
-            if bar is not None:
-                bar.close("diverged")
             status, reason = "diverged", diverged
             break
-        train_loss = total / max(count, 1)
-        valid_loss = evaluate(model, valid, eval_batch_size) if valid is not None else None
-        score = valid_loss if valid is not None else train_loss
+        valid_loss = evaluate(model, valid, options["eval_batch_size"]) if valid is not None else None
         record = {"epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
                   "seconds": time.perf_counter() - epoch_start, "learning_rate": opt.learning_rate,
                   "updates": opt.iterations}
         history.append(record)
         if bar is not None:
             bar.close(f"loss {train_loss:.4f}" + (f" valid {valid_loss:.4f}" if valid_loss is not None else ""))
-        if not math.isfinite(score):
-            which = "validation" if valid is not None else "training"
-            status, reason = "diverged", f"the {which} loss became {score} at epoch {epoch}"
+        stop = rule.after_epoch(record, "validation" if valid is not None else "training")
+        if stop is not None:
+            status, reason = stop
             break
-        if score < best_valid:
-            best_weights, best_epoch, best_valid, since_best = _snapshot(model), epoch, score, 0
-        else:
-            since_best += 1
-        if callback is not None and callback(dict(record)) is True:
-            status, reason = "early_stopped", f"the callback asked to stop after epoch {epoch}"
-            break
-        if patience is not None and since_best >= patience:
-            status, reason = "early_stopped", (f"no improvement for {patience} epochs; best at epoch {best_epoch}")
-            break
-        if time_budget is not None and time.perf_counter() - started > time_budget and epoch < max_epochs:
-            status, reason = "time_budget", f"the time budget of {time_budget:g} s ran out after epoch {epoch}"
-            break
+    _restore(model, rule.best_weights)
+    return FitResult(status=status, reason=reason, best_epoch=rule.best_epoch, best_valid=rule.best_score,
+                     epochs=len(history), history=history, wall_time=time.perf_counter() - rule.started)
 
-    _restore(model, best_weights)
-    return FitResult(status=status, reason=reason, best_epoch=best_epoch, best_valid=best_valid,
-                     epochs=len(history), history=history, wall_time=time.perf_counter() - started)
+
+def train_epoch(model: SequenceModel, train: Split, opt: Optimizer, rng: np.random.Generator, epoch: int,
+                batch_size: int, input_noise: float, clip_norm: float | None, loss_normalization: str,
+                bar: ProgressBar | None = None) -> tuple[float, str | None]:
+    """One pass over ``train`` in an order shuffled from ``rng``, one optimizer update per batch.
+
+    Returns the epoch's mean training loss per real step and ``None``, or ``(nan, why)`` when an update diverged
+    (a non-finite loss, gradient norm or weight; the pass stops there)."""
+    total, count = 0.0, 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for index, (x, y, lengths) in enumerate(_batches(train, rng.permutation(len(train)), batch_size)):
+            if input_noise > 0:
+                noise = rng.standard_normal(x.shape).astype(model.dtype)
+                noise *= input_noise * step_mask(lengths, x.shape[1], model.dtype)[..., None]
+                x = x + noise
+            try:
+                batch_total, batch_count = model.loss_and_gradients(x, y, lengths, loss_normalization)
+            except NonFiniteError as exc:
+                problem = str(exc)
+            else:
+                problem = optimizer_update(model, opt, clip_norm)
+            if problem is not None:
+                if bar is not None:
+                    bar.close("diverged")
+                return math.nan, f"{problem} at epoch {epoch}, batch {index + 1}"
+            total += batch_total
+            count += batch_count
+            if bar is not None:
+                bar.update(index + 1, f"loss {total / max(count, 1):.4f}")
+    return total / max(count, 1), None
+
+
+def optimizer_update(model: SequenceModel, opt: Optimizer, clip_norm: float | None) -> str | None:
+    """One optimizer step on the model's gradients, rescaled to a global norm of at most ``clip_norm``; what went
+    wrong (a non-finite gradient norm or weight), or ``None``."""
+    norm = clip_by_global_norm(model.grads, clip_norm) if clip_norm else global_norm(model.grads)
+    if not math.isfinite(norm):
+        return f"the gradient norm became {norm}"
+    opt.step(model.params, model.grads)
+    if not _all_finite(model):
+        return "the weights became NaN or Inf"
+    return None
+
+
+class StoppingRule:
+    """When ``fit`` stops, judged after each epoch from its score (the validation loss, or the training loss without a
+    validation split), and the best weights so far (epoch 0: the initial ones).
+
+    In order: a non-finite score diverges; a better score becomes the best; the callback returning True, or
+    ``patience`` epochs without improvement, stops early; the ``time_budget`` running out before the last epoch
+    stops too."""
+
+    def __init__(self, model: SequenceModel, max_epochs: int, patience: int | None, time_budget: float | None,
+                 callback: Callable[[dict], bool | None] | None):
+        self.model, self.max_epochs, self.patience = model, max_epochs, patience
+        self.time_budget, self.callback = time_budget, callback
+        self.started = time.perf_counter()
+        self.best_weights, self.best_epoch, self.best_score = _snapshot(model), 0, math.inf
+        self.since_best = 0
+
+    def after_epoch(self, record: dict, scored_on: str) -> tuple[str, str] | None:
+        """``(status, reason)`` to stop after the epoch of ``record``, or ``None`` to go on; ``scored_on`` names the
+        split whose loss is the score (``"validation"`` or ``"training"``)."""
+        epoch = record["epoch"]
+        score = record["valid_loss"] if scored_on == "validation" else record["train_loss"]
+        if not math.isfinite(score):
+            return "diverged", f"the {scored_on} loss became {score} at epoch {epoch}"
+        if score < self.best_score:
+            self.best_weights, self.best_epoch, self.best_score, self.since_best = _snapshot(self.model), epoch, score, 0
+        else:
+            self.since_best += 1
+        if self.callback is not None and self.callback(dict(record)) is True:
+            return "early_stopped", f"the callback asked to stop after epoch {epoch}"
+        if self.patience is not None and self.since_best >= self.patience:
+            return "early_stopped", f"no improvement for {self.patience} epochs; best at epoch {self.best_epoch}"
+        if (self.time_budget is not None and time.perf_counter() - self.started > self.time_budget
+                and epoch < self.max_epochs):
+            return "time_budget", f"the time budget of {self.time_budget:g} s ran out after epoch {epoch}"
+        return None
 
 
 def _all_finite(model: SequenceModel) -> bool:
