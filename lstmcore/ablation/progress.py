@@ -2,16 +2,10 @@
 otherwise (``--quiet``, or output that is not a terminal)."""
 from __future__ import annotations
 
-import math
 import sys
 import time
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None or not math.isfinite(seconds):
-        return "--:--"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:d}:{rest % 60:02d}"
+from lstmcore._progress import LiveBlock, bar, duration
 
 
 class Progress:
@@ -32,7 +26,7 @@ class Progress:
         self.metric = None
         self.started = time.monotonic()
         self.finished_here = 0
-        self._lines_drawn = 0
+        self._block = LiveBlock(self.stream)
         for row in rows:
             if row["state"] in ("COMPLETE", "FAIL") and row["variant"] in self.done:
                 self._count(row)
@@ -69,7 +63,7 @@ class Progress:
             value = (f"valid {row['valid']:.4g} test {row['test']:.4g}" if row["state"] == "COMPLETE"
                      else f"FAILED ({row.get('status')}: {row.get('reason')})")
             print(f"[{sum(self.done.values())}/{sum(self.total.values())}] {row['key']}: {value} "
-                  f"in {_duration(row.get('wall_time'))}; ETA {_duration(self.eta())}", file=self.stream, flush=True)
+                  f"in {duration(row.get('wall_time'))}; ETA {duration(self.eta())}", file=self.stream, flush=True)
         self.draw()
 
     def eta(self) -> float | None:
@@ -82,10 +76,8 @@ class Progress:
     # -- drawing ------------------------------------------------------------------------------------------------------
     def lines(self) -> list[str]:
         done, total = sum(self.done.values()), sum(self.total.values())
-        width = 30
-        filled = int(width * done / total) if total else width
-        head = (f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} trials, {self.running} running, "
-                f"elapsed {_duration(time.monotonic() - self.started)}, ETA {_duration(self.eta())}")
+        head = (f"{bar(done, total, 30)} {done}/{total} trials, {self.running} running, "
+                f"elapsed {duration(time.monotonic() - self.started)}, ETA {duration(self.eta())}")
         lines = [head]
         metric = self.metric or "metric"
         for variant in self.variants:
@@ -97,16 +89,8 @@ class Progress:
         return lines
 
     def draw(self) -> None:
-        if not self.live:
-            return
-        lines = self.lines()
-        out = self.stream
-        if self._lines_drawn:
-            out.write(f"\x1b[{self._lines_drawn}F")
-        for line in lines:
-            out.write("\x1b[2K" + line + "\n")
-        out.flush()
-        self._lines_drawn = len(lines)
+        if self.live:
+            self._block.draw(self.lines())
 
     def close(self) -> None:
         self.draw()

@@ -3,13 +3,13 @@ stopping with restoration of the best weights, a time budget, and divergence rep
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from lstmcore._progress import ProgressBar
 from lstmcore._validation import finite_number, positive_int, random_seed
 from lstmcore.datasets import Split
 from lstmcore.training.losses import step_mask
@@ -36,30 +36,6 @@ class FitResult:
     epochs: int
     history: list[dict] = field(default_factory=list)
     wall_time: float = 0.0
-
-
-class ProgressBar:
-    """A one-line progress bar on stderr, redrawn at most ten times a second."""
-
-    def __init__(self, total: int, prefix: str, stream=None, width: int = 24):
-        self.total, self.prefix, self.width = max(total, 1), prefix, width
-        self.stream = stream if stream is not None else sys.stderr
-        self._last = 0.0
-
-    def update(self, done: int, suffix: str = "", force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self._last < 0.1:
-            return
-        self._last = now
-        filled = int(self.width * done / self.total)
-        self.stream.write(f"\r{self.prefix} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total} "
-                          f"{suffix}\x1b[K")
-        self.stream.flush()
-
-    def close(self, suffix: str = "") -> None:
-        self.update(self.total, suffix, force=True)
-        self.stream.write("\n")
-        self.stream.flush()
 
 
 def _check_split(model: SequenceModel, split: Split, name: str) -> Split:
