@@ -9,12 +9,12 @@ import pytest
 
 import lstmcore
 from lstmcore.testing import CHECKS, ConformanceReport, assert_conforms, check_variant
-from variant_names import BUILTIN_VARIANTS
+from variant_names import BUILTIN_VARIANTS, every_variant
 
 BUILTINS = BUILTIN_VARIANTS
 
 
-@pytest.mark.parametrize("name", BUILTINS)
+@pytest.mark.parametrize("name", every_variant(BUILTINS))
 def test_builtin_variant_conforms(name):
     start = time.perf_counter()
     report = assert_conforms(name)
