@@ -3,6 +3,10 @@ every trial as CSV and JSON and the statistics as JSON.
 
 Files written to ``DIR/report/`` (or ``out``): ``report.md``, ``report.html``, ``figures/*.png``, ``trials.csv``,
 ``trials.json``, ``summary.json``.
+
+``render_report`` runs three steps: ``report_data`` computes every statistic (``ReportData``; no matplotlib),
+``compose_report`` lays out the sections as a ``Document`` and draws the figures (``figures.py``), and
+``write_report_files`` writes the files.
 """
 from __future__ import annotations
 
@@ -11,16 +15,15 @@ import csv
 import html
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from lstmcore.ablation import analysis
 from lstmcore.ablation.config import ConfigError, StudyConfig
+from lstmcore.ablation.figures import box_plots, hyperparameter_plots, importance_plot
 from lstmcore.ablation.storage import flat_rows, load_study, read_study_file, trial_rows
 
-BASELINE_COLOR = "#7f7f7f"
-WORSE_COLOR = "#d62728"
-BETTER_COLOR = "#2ca02c"
-PLAIN_COLOR = "#1f77b4"
+CORRECTION_SHORT = "Holm"  # the correction's name in a table header
 
 
 # -- a tiny document model rendered to Markdown and HTML -----------------------------------------------------------
@@ -132,179 +135,7 @@ def _p(value: float) -> str:
     return "<1e-4" if value < 1e-4 else f"{value:.3g}"
 
 
-# -- figures -------------------------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _robust_upper(values, direction: str) -> float | None:
-    """An axis limit that keeps the bulk of the trials readable when a few are far off (``None``: no clipping)."""
-    import numpy as np
-
-    values = np.asarray([v for v in values if v is not None and math.isfinite(v)], float)
-    if len(values) < 5:
-        return None
-    q1, q3 = np.percentile(values, [25, 75])
-    limit = q3 + 3 * (q3 - q1) if direction == "minimize" else None
-    return float(limit) if limit is not None and limit < values.max() else None
-
-
-def _verdicts(comparisons, trials: str) -> dict[str, str]:
-    return {c.variant: c.verdict for c in comparisons if c.trials == trials and c.test == "welch"}
-
-
-def box_plots(rows, variants, baseline, direction, comparisons, metric, path: Path) -> bool:
-    import numpy as np
-
-    plt = _pyplot()
-    if len(variants) <= 4:
-        fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.6 * len(variants)), 4.5))
-    else:  # one panel above the other, so that many variants stay readable
-        fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.1 * len(variants) + 1.5), 8.5))
-    clipped = False
-    for ax, (label, title) in zip(axes, [("all", "all trials"), ("top10", "best 10 % by validation")]):
-        verdicts = _verdicts(comparisons, label)
-        data, colors, names = [], [], []
-        for variant in variants:
-            done = analysis.completed(rows, variant)
-            chosen = done if label == "all" else analysis.top_by_validation(done, direction)
-            data.append([r["test"] for r in chosen])
-            if variant == baseline:
-                colors.append(BASELINE_COLOR)
-                names.append(f"{variant}\n(baseline)")
-            else:
-                verdict = verdicts.get(variant, "not significant")
-                colors.append({"worse": WORSE_COLOR, "better": BETTER_COLOR}.get(verdict, PLAIN_COLOR))
-                names.append(variant + ("\n" + verdict if verdict != "not significant" else ""))
-        sizes = sorted({len(d) for d in data if d})
-        if label == "top10" and sizes:
-            title += f" (n = {sizes[0]}{'–' + str(sizes[-1]) if len(sizes) > 1 else ''} per variant" + \
-                (", few: see the warning)" if sizes[0] < analysis.FEW_TRIALS else ")")
-        positions = np.arange(1, len(variants) + 1)
-        present = [i for i, d in enumerate(data) if d]
-        if present:
-            parts = ax.boxplot([data[i] for i in present], positions=positions[present], widths=0.6,
-                               patch_artist=True, showfliers=False)
-            for patch, i in zip(parts["boxes"], present):
-                patch.set_facecolor(colors[i])
-                patch.set_alpha(0.45)
-            rng = np.random.default_rng(0)
-            for i in present:
-                ax.scatter(positions[i] + rng.uniform(-0.15, 0.15, len(data[i])), data[i], s=10, color=colors[i],
-                           zorder=3)
-        ax.set_xticks(positions, names, rotation=0, fontsize=10)
-        ax.set_title(title)
-        ax.set_ylabel(f"test {metric}")
-        upper = _robust_upper([v for d in data for v in d], direction)
-        if upper is not None:
-            low = min(v for d in data for v in d)
-            ax.set_ylim(low - 0.05 * (upper - low), upper)
-            clipped = True
-            for position, values in zip(positions, data):
-                above = sum(v > upper for v in values)
-                if above:
-                    ax.annotate(f"{above} above", (position, upper), ha="center", va="top", fontsize=9,
-                                color=WORSE_COLOR)
-        ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return clipped
-
-
-#: nine variants (the Odyssey group) told apart by colour and marker: the Okabe-Ito colour-blind-safe colours
-#: with a black and a grey, each with its own marker shape.
-VARIANT_STYLES = [("#000000", "o"), ("#E69F00", "s"), ("#56B4E9", "^"), ("#009E73", "D"), ("#F0E442", "v"),
-                  ("#0072B2", "P"), ("#D55E00", "X"), ("#CC79A7", "*"), ("#999999", "<"), ("#882255", ">")]
-
-
-def hyperparameter_plots(rows, variants, space, metric, direction, path: Path) -> None:
-    plt = _pyplot()
-    dims = [d for d in space.searched]
-    order = sorted(dims, key=lambda d: {"learning_rate": 0, "hidden_size": 1}.get(d.name, 2))
-    columns = min(2, len(order))  # two panels a row: readable at the width of the HTML page
-    rows_of_panels = math.ceil(len(order) / columns)
-    width = 5.5 * columns
-    legend_columns = max(1, min(len(variants), int(width / 1.2)))
-    legend_height = 0.35 * math.ceil(len(variants) / legend_columns) + 0.2  # inches below the panels
-    fig, axes = plt.subplots(rows_of_panels, columns, figsize=(width, 4.2 * rows_of_panels + legend_height),
-                             squeeze=False)
-    all_values = [r["test"] for r in rows if r["state"] == "COMPLETE" and r.get("test") is not None]
-    upper = _robust_upper(all_values, direction)
-    for ax, dim in zip(axes.flat, order):
-        for k, variant in enumerate(variants):
-            done = analysis.completed(rows, variant)
-            xs = [r["hyperparameters"][dim.name] for r in done]
-            ys = [r["test"] for r in done]
-            if dim.distribution == "one_minus_log_uniform":
-                xs = [1 - x for x in xs]
-            color, marker = VARIANT_STYLES[k % len(VARIANT_STYLES)]
-            ax.scatter(xs, ys, s=28, alpha=0.8, color=color, marker=marker, edgecolors="#333333", linewidths=0.3,
-                       label=variant)
-        if dim.distribution in ("log_uniform", "one_minus_log_uniform"):
-            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-            ax.set_xscale("log")
-            decades = math.log10(dim.high / dim.low)
-            # 1-2-5 ticks when the range is narrow (labelled even within one decade), one per decade otherwise
-            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if decades <= 2 else (1.0,)))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("1 - " + dim.name if dim.distribution == "one_minus_log_uniform" else dim.name, fontsize=12)
-        ax.set_ylabel(f"test {metric}", fontsize=12)
-        ax.tick_params(labelsize=11)
-        if upper is not None and all_values:
-            low = min(all_values)
-            ax.set_ylim(low - 0.05 * (upper - low), upper)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(order):]:
-        ax.set_visible(False)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=legend_columns, fontsize=12, markerscale=1.5,
-               frameon=False, columnspacing=1.0, handletextpad=0.3)
-    fig.tight_layout(rect=(0, legend_height / fig.get_figheight(), 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def importance_plot(importances: dict[str, dict | None], parameters: list[str], path: Path) -> None:
-    import numpy as np
-
-    plt = _pyplot()
-    groups = [name for name, values in importances.items() if values]
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups) + 2), 3.8))
-    width = 0.8 / max(1, len(parameters))
-    x = np.arange(len(groups))
-    for k, parameter in enumerate(parameters):
-        ax.bar(x + k * width, [importances[g].get(parameter, 0.0) for g in groups], width, label=parameter)
-    ax.set_xticks(x + width * (len(parameters) - 1) / 2, groups, fontsize=10)
-    ax.set_ylabel("fANOVA importance (fraction of variance)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=10, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=max(1, len(parameters)), frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# -- the report ----------------------------------------------------------------------------------------------------
-def write_tables(rows, out: Path) -> None:
-    flat = flat_rows(rows)
-    columns: list[str] = []
-    for row in flat:
-        columns += [k for k in row if k not in columns]
-    with open(out / "trials.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(flat)
-    (out / "trials.json").write_text(json.dumps(_without_nan(rows), indent=1, default=str))
-
-
+# -- the report: its data, its composition, its files ------------------------------------------------------------------
 def write_report(study_dir, out=None, alpha: float = analysis.ALPHA) -> Path:
     """Write the report of the study in ``study_dir``; return the path of ``report.md``."""
     from lstmcore.ablation import require
@@ -325,48 +156,109 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
     out = Path(out)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    write_tables(rows, out)
+    data = report_data(config, rows, alpha)
+    return write_report_files(out, config, rows, data, compose_report(config, rows, data, figures))
+
+
+# -- the data: every statistic the report states, computed without matplotlib --------------------------------------
+@dataclass
+class ReportData:
+    """What the report says about a trials table: its variants, metric, the per-variant summaries, the tests against
+    the baseline and the fANOVA importances (``report_data``; no figure is drawn, matplotlib is not imported)."""
+
+    variants: list[str]
+    metric: str
+    direction: str
+    baseline: str
+    alpha: float
+    summaries: list
+    comparisons: list
+    parameters: list[str]
+    importances: dict[str, dict | None]
+    pending: int
+    failed_rows: list[dict]
+
+    @property
+    def any_complete(self) -> bool:
+        return any(s.completed for s in self.summaries)
+
+    def summary(self, config: StudyConfig) -> dict:
+        """``summary.json``: the statistics, NaN as null."""
+        return _without_nan({"config": config.to_dict(), "metric": self.metric, "direction": self.direction,
+                             "alpha": self.alpha, "correction": analysis.CORRECTION,
+                             "variants": analysis.as_dicts(self.summaries),
+                             "comparisons": analysis.as_dicts(self.comparisons), "importance": self.importances})
+
+
+def report_data(config: StudyConfig, rows, alpha: float = analysis.ALPHA) -> ReportData:
+    """The statistics of ``rows`` for ``config``: the variants with rows (in the study's order), summaries, the tests
+    of each against the baseline at ``alpha`` and fANOVA importances per variant and over all of them."""
     variants = [v for v in config.variants if any(r["variant"] == v for r in rows)] or config.variants
     metric = next((r["metric"] for r in rows if r.get("metric")), "metric")
     direction = analysis.metric_direction(metric)
-    baseline = config.baseline
-    summaries = analysis.summarize(rows, variants, direction)
-    comparisons = analysis.compare(rows, variants, baseline, direction, paired=not config.independent, alpha=alpha)
     parameters = [d.parameter for d in config.space.searched]
     importances = {variant: analysis.importance(analysis.completed(rows, variant), parameters)
                    for variant in variants}
     importances["all variants"] = analysis.importance(rows, parameters)
+    return ReportData(
+        variants=variants, metric=metric, direction=direction, baseline=config.baseline, alpha=alpha,
+        summaries=analysis.summarize(rows, variants, direction),
+        comparisons=analysis.compare(rows, variants, config.baseline, direction, paired=not config.independent,
+                                     alpha=alpha),
+        parameters=parameters, importances=importances,
+        pending=sum(1 for r in rows if r["state"] in ("RUNNING", "WAITING")),
+        failed_rows=[r for r in rows if r["state"] == "FAIL"])
 
+
+# -- the composition: the document's sections, with their figures --------------------------------------------------
+def compose_report(config: StudyConfig, rows, data: ReportData, figures: Path) -> Document:
+    """The report as a ``Document``, drawing its figures into ``figures``."""
     doc = Document()
-    doc.heading(f"Ablation study: {', '.join(variants)} on {config.dataset}", 1)
-    n_complete = sum(s.completed for s in summaries)
-    n_failed = sum(s.failed for s in summaries)
-    pending = sum(1 for r in rows if r["state"] in ("RUNNING", "WAITING"))
+    _overview(doc, config, rows, data)
+    _performance(doc, rows, data, figures)
+    cell_diagrams(doc, data, figures)
+    _tests_against_the_baseline(doc, data)
+    _hyperparameters(doc, config, rows, data, figures)
+    _cost(doc, data)
+    if data.failed_rows:
+        doc.heading("Failed trials")
+        doc.table(["trial", "status", "reason"], [[r["key"], r.get("status"), (r.get("reason") or "")[:160]]
+                                                  for r in data.failed_rows])
+    return doc
+
+
+def _overview(doc: Document, config: StudyConfig, rows, data: ReportData) -> None:
     import lstmcore
 
+    doc.heading(f"Ablation study: {', '.join(data.variants)} on {config.dataset}", 1)
+    n_complete = sum(s.completed for s in data.summaries)
+    n_failed = sum(s.failed for s in data.summaries)
+    metric, direction, alpha = data.metric, data.direction, data.alpha
     doc.bullets([
         f"lstmcore {lstmcore.__version__}; report of {len(rows)} planned trials with a result or in progress.",
         f"Dataset `{config.dataset}` {json.dumps(config.dataset_options) if config.dataset_options else ''}; "
         f"metric: test `{metric}` at the epoch best on validation ({'lower' if direction == 'minimize' else 'higher'}"
         f" is better).",
         f"Trials planned: {config.trials} per variant ({len(config.variants) * config.trials} in all); "
-        f"completed: {n_complete}; failed: {n_failed}; not finished: {pending}.",
+        f"completed: {n_complete}; failed: {n_failed}; not finished: {data.pending}.",
         f"Design: {'independent sampling per variant (as the paper)' if config.independent else 'paired: every variant trained with the same sampled hyperparameter settings'}"
         f"; base seed {config.seed}.",
         "Search space: " + "; ".join(config.space.describe()) + ".",
         "Training: " + ", ".join(f"{k}={v}" for k, v in config.training.items() if v is not None) + "; model: "
         + ", ".join(f"{k}={v}" for k, v in config.model.items()) + ".",
-        f"Baseline: `{baseline}`. Tests of each variant against it: Welch's t-test (the paper's) and Mann–Whitney's "
-        f"U{', and in the paired design the paired t-test and Wilcoxon signed-rank test' if not config.independent else ''}"
-        f"; p-values adjusted by {analysis.CORRECTION} over the {max(0, len(variants) - 1)} comparisons of each "
+        f"Baseline: `{data.baseline}`. Tests of each variant against it: Welch's t-test (the paper's) and "
+        f"Mann–Whitney's U{', and in the paired design the paired t-test and Wilcoxon signed-rank test' if not config.independent else ''}"
+        f"; p-values adjusted by {analysis.CORRECTION} over the {max(0, len(data.variants) - 1)} comparisons of each "
         f"family; significant at adjusted p < {alpha}.",
     ])
 
+
+def _performance(doc: Document, rows, data: ReportData, figures: Path) -> None:
+    metric, alpha, baseline = data.metric, data.alpha, data.baseline
     doc.heading("Test performance per variant (Fig. 3 of the paper)")
-    any_complete = any(s.completed for s in summaries)
-    if any_complete:
+    if data.any_complete:
         box_path = figures / "boxplots.png"
-        clipped = box_plots(rows, variants, baseline, direction, comparisons, metric, box_path)
+        clipped = box_plots(rows, data.variants, baseline, data.direction, data.comparisons, metric, box_path)
         doc.figure(box_path, f"Test {metric} per variant, all trials (left or top) and the best 10 % by validation. "
                    f"Grey: baseline; red/green: significantly worse/better than the baseline (Welch, "
                    f"{analysis.CORRECTION}, adjusted p < {alpha}); blue: no significant difference."
@@ -378,16 +270,18 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
                "mean of best 10 %"],
               [[s.variant + (" (baseline)" if s.variant == baseline else ""), s.completed,
                 _failures(s), s.test_mean, s.test_std, s.test_median, s.best_test, s.top10_test_mean]
-               for s in summaries])
+               for s in data.summaries])
 
-    cell_diagrams(doc, summaries, comparisons, baseline, metric, figures)
 
-    doc.heading(f"Tests against the baseline `{baseline}`")
+def _tests_against_the_baseline(doc: Document, data: ReportData) -> None:
+    comparisons, alpha, metric = data.comparisons, data.alpha, data.metric
+    doc.heading(f"Tests against the baseline `{data.baseline}`")
     headers = ["variant", "trials", "test", "n", "n baseline", "mean diff", "HL shift",
                f"{int(100 * (1 - alpha))} % CI", "statistic", "df", "p", f"p ({CORRECTION_SHORT})", "verdict"]
     order = list(analysis.TESTS)
     table = []
-    for c in sorted(comparisons, key=lambda c: (order.index(c.test), c.trials != "all", variants.index(c.variant))):
+    for c in sorted(comparisons, key=lambda c: (order.index(c.test), c.trials != "all",
+                                                data.variants.index(c.variant))):
         verdict = f"**{c.verdict}**" if c.significant else c.verdict
         few = min(c.n_variant, c.n_baseline) < analysis.FEW_TRIALS
         table.append([c.variant, ("all" if c.trials == "all" else "best 10 %") + (" (few)" if few else ""), c.test,
@@ -421,11 +315,14 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
                       f"handful of trials. The best 10 % reach n ≥ {analysis.FEW_TRIALS} with "
                       f"{10 * (analysis.FEW_TRIALS - 1) + 1} or more completed trials per variant.")
 
+
+def _hyperparameters(doc: Document, config: StudyConfig, rows, data: ReportData, figures: Path) -> None:
+    parameters, importances = data.parameters, data.importances
     doc.heading("Hyperparameters (Fig. 4 and 5 of the paper)")
-    if any_complete and config.space.searched:
+    if data.any_complete and config.space.searched:
         hyper_path = figures / "hyperparameters.png"
-        hyperparameter_plots(rows, variants, config.space, metric, direction, hyper_path)
-        doc.figure(hyper_path, f"Test {metric} of every completed trial against each searched hyperparameter.")
+        hyperparameter_plots(rows, data.variants, config.space, data.metric, data.direction, hyper_path)
+        doc.figure(hyper_path, f"Test {data.metric} of every completed trial against each searched hyperparameter.")
     if any(importances.values()):
         importance_path = figures / "importance.png"
         importance_plot(importances, parameters, importance_path)
@@ -438,41 +335,27 @@ def render_report(config: StudyConfig, rows, out, alpha: float = analysis.ALPHA)
                              + [""] * (len(parameters) - 1))
                    for name, values in importances.items()])
 
+
+def _cost(doc: Document, data: ReportData) -> None:
     doc.heading("Cost: parameters and training time")
     doc.table(["variant", "parameters incl. readout (median)", "min", "max", "epochs (median)", "s/epoch (median)",
                "s/trial (median)", "total trial time (s)"],
               [[s.variant, s.parameter_count_median, s.parameter_count_min, s.parameter_count_max, s.epochs_median,
-                s.seconds_per_epoch_median, s.wall_time_median, s.wall_time_total] for s in summaries])
+                s.seconds_per_epoch_median, s.wall_time_median, s.wall_time_total] for s in data.summaries])
     doc.paragraph("Parameter counts are of the whole model: the LSTM layers and the readout (the output layer, "
                   "`W_out` and `b_out`: (directions × hidden size + 1) × outputs), as `SequenceModel.parameter_count()` counts them; they vary "
                   "with each trial's hidden size. `lstmcore variants` lists the LSTM layer's count alone. Times are "
                   "wall-clock per trial (dataset loading, training and evaluation) on the machine that ran it.")
 
-    failures = [r for r in rows if r["state"] == "FAIL"]
-    if failures:
-        doc.heading("Failed trials")
-        doc.table(["trial", "status", "reason"], [[r["key"], r.get("status"), (r.get("reason") or "")[:160]]
-                                                  for r in failures])
 
-    (out / "report.md").write_text(doc.markdown(out))
-    (out / "report.html").write_text(doc.html(f"lstmcore ablation: {config.dataset}"))
-    summary = {"config": config.to_dict(), "metric": metric, "direction": direction, "alpha": alpha,
-               "correction": analysis.CORRECTION, "variants": analysis.as_dicts(summaries),
-               "comparisons": analysis.as_dicts(comparisons), "importance": importances}
-    (out / "summary.json").write_text(json.dumps(_without_nan(summary), indent=1, default=str))
-    return out / "report.md"
-
-
-CORRECTION_SHORT = "Holm"
-
-
-def cell_diagrams(doc: Document, summaries, comparisons, baseline: str, metric: str, figures: Path) -> None:
+def cell_diagrams(doc: Document, data: ReportData, figures: Path) -> None:
     """A section with each compared variant's cell (``lstmcore.diagram``), its results in the caption."""
     import lstmcore
 
+    baseline, metric = data.baseline, data.metric
     doc.heading("The compared cells")
-    welch = {c.variant: c for c in comparisons if c.test == "welch" and c.trials == "all"}
-    for s in summaries:
+    welch = {c.variant: c for c in data.comparisons if c.test == "welch" and c.trials == "all"}
+    for s in data.summaries:
         try:
             variant = lstmcore.get_variant(s.variant)
         except KeyError:
@@ -485,6 +368,29 @@ def cell_diagrams(doc: Document, summaries, comparisons, baseline: str, metric: 
                   f"{_p(welch[s.variant].p_adjusted)}" if s.variant in welch else "not compared")
         doc.figure(path, f"{s.variant}: {s.completed} completed trial(s); test {metric} mean {_cell(s.test_mean)}, "
                          f"median {_cell(s.test_median)}, best by validation {_cell(s.best_test)}; {versus}.")
+
+
+# -- the writing ---------------------------------------------------------------------------------------------------
+def write_tables(rows, out: Path) -> None:
+    flat = flat_rows(rows)
+    columns: list[str] = []
+    for row in flat:
+        columns += [k for k in row if k not in columns]
+    with open(out / "trials.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(flat)
+    (out / "trials.json").write_text(json.dumps(_without_nan(rows), indent=1, default=str))
+
+
+def write_report_files(out: Path, config: StudyConfig, rows, data: ReportData, doc: Document) -> Path:
+    """``trials.csv``, ``trials.json``, ``report.md``, ``report.html`` and ``summary.json`` in ``out``; returns the
+    path of ``report.md``."""
+    write_tables(rows, out)
+    (out / "report.md").write_text(doc.markdown(out))
+    (out / "report.html").write_text(doc.html(f"lstmcore ablation: {config.dataset}"))
+    (out / "summary.json").write_text(json.dumps(data.summary(config), indent=1, default=str))
+    return out / "report.md"
 
 
 def _failures(summary) -> str:
