@@ -13,12 +13,12 @@ _checkout.install(__path__[0])  # a source checkout imported in place finds vari
 from lstmcore._kernels import _driver  # noqa: F401  (the compiled extension: fail early and clearly if it is missing)
 from lstmcore.diagrams import diagram
 from lstmcore.hookspecs import hookimpl
-from lstmcore.layers import LSTM
+from lstmcore.layers import LSTM, ReverseOnly
 from lstmcore.plugins import GROUPS, PluginError, PluginWarning, get_group, get_variant, list_variants
 from lstmcore.variant import ACTIVATION_NAMES, Activation, CompiledCell, GatedCell, Variant
 
 __all__ = [
-    "__version__", "LSTM", "Variant", "CompiledCell", "GatedCell", "Activation", "ACTIVATION_NAMES", "hookimpl",
+    "__version__", "LSTM", "ReverseOnly", "Variant", "CompiledCell", "GatedCell", "Activation", "ACTIVATION_NAMES", "hookimpl",
     "list_variants", "get_variant", "get_group", "GROUPS", "PluginError", "PluginWarning", "get_include",
     "diagram",
 ]

@@ -32,6 +32,56 @@ def _own_copy(array, dtype=None) -> np.ndarray:
     return copy
 
 
+class ReverseOnly(Variant):
+    """A cell run backwards in time, for a one-direction layer that reads its sequence from the end (ONNX
+    ``direction="reverse"``): ``LSTM(..., variant=ReverseOnly(cell))``.
+
+    ``LSTM`` has no reverse-only mode, so this wraps a variant and flips the ``reverse`` flag it is called with: the
+    variant's own reverse pass (the one a bidirectional layer's second direction uses, lengths included) runs forward
+    and backward. Parameters, names and options are the wrapped cell's.
+    """
+
+    def __init__(self, cell: Variant):
+        self.cell = cell
+        self.name = cell.name
+        self.description = f"{cell.name}, run in reverse time order"
+        self.state_names = cell.state_names
+
+    @property
+    def compiled(self) -> bool:
+        return self.cell.compiled
+
+    def __getattr__(self, name):
+        # read-only view of the wrapped cell's spec (gate_blocks, peephole_blocks, activations, clip, ...)
+        if name == "cell" or name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.cell, name)
+
+    def __repr__(self) -> str:
+        return f"ReverseOnly({self.cell!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ReverseOnly) and other.cell == self.cell
+
+    def __hash__(self) -> int:
+        return hash(("ReverseOnly", self.cell))
+
+    def with_options(self, **options) -> "ReverseOnly":
+        return ReverseOnly(self.cell.with_options(**options)) if options else self
+
+    def parameter_shapes(self, input_size, hidden_size):
+        return self.cell.parameter_shapes(input_size, hidden_size)
+
+    def init_parameters(self, input_size, hidden_size, rng, dtype=np.float32):
+        return self.cell.init_parameters(input_size, hidden_size, rng, dtype)
+
+    def forward(self, params, x, state, lengths, reverse, out):
+        return self.cell.forward(params, x, state, lengths, not reverse, out)
+
+    def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
+        return self.cell.backward(params, cache, d_out, d_state, d_x, accumulate_dx)  # the cache knows its direction
+
+
 class LSTM(PerThreadState):
     """A recurrent layer stack: ``output, (h_n, c_n) = layer(x, state=None, lengths=None)``.
 

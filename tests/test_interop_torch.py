@@ -12,7 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import lstmcore  # noqa: E402
-from lstmcore.interop import ReverseOnly, from_onnx, from_torch, to_torch  # noqa: E402
+from lstmcore import ReverseOnly  # noqa: E402
+from lstmcore.interop import from_onnx, from_torch, to_torch  # noqa: E402
 from lstmcore.interop._torch import torch_arrays  # noqa: E402
 
 CONFIGS = [  # num_layers, bidirectional, batch_first

@@ -436,3 +436,18 @@ def test_optimizer_step_with_mutated_grads_changes_nothing(grads, error, pattern
         SGD(0.1).step(layer.params, g)
     for key, value in before.items():
         np.testing.assert_array_equal(layer.params[key], value, err_msg=f"{key} was updated before the error")
+
+
+def test_reverse_only_is_a_layer_concept_that_runs_any_cell_backwards():
+    """``lstmcore.ReverseOnly`` (layers.py) over a cell equals the cell on the time-reversed sequence, whether the cell
+    is compiled or not; it reports the wrapped cell's kind."""
+    import lstmcore.interop
+    from lstmcore.layers import ReverseOnly as in_layers
+
+    assert lstmcore.ReverseOnly is in_layers is lstmcore.interop.ReverseOnly
+    x = np.random.default_rng(0).normal(size=(5, 2, 3))
+    for cell in (lstmcore.get_variant("peephole"), LinCell()):
+        reverse = lstmcore.LSTM(3, 4, variant=lstmcore.ReverseOnly(cell), dtype=np.float64, seed=0)
+        forward = lstmcore.LSTM(3, 4, variant=cell, dtype=np.float64, seed=0)
+        np.testing.assert_allclose(reverse(x)[0][::-1], forward(x[::-1].copy())[0], rtol=1e-12, atol=1e-12)
+        assert lstmcore.ReverseOnly(cell).compiled == cell.compiled

@@ -16,7 +16,8 @@ import pytest
 
 import lstmcore
 from shared_data import shared_data_dir
-from lstmcore.interop import ReverseOnly, from_onnx, to_onnx
+from lstmcore import ReverseOnly
+from lstmcore.interop import from_onnx, to_onnx
 
 ATOL = 1e-5
 ATTRIBUTES = ("hidden_size", "direction", "input_forget", "activations", "activation_alpha", "activation_beta", "clip")

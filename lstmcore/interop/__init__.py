@@ -11,7 +11,8 @@ permute blocks and sum/split biases in both directions. torch is imported only i
 See docs/interop.md for the gate-order table.
 """
 from lstmcore.interop._layout import KERAS, ONNX, TORCH, Layout
-from lstmcore.interop._onnx import ReverseOnly, from_onnx, to_onnx
+from lstmcore.interop._onnx import from_onnx, to_onnx
+from lstmcore.layers import ReverseOnly  # where it lives; here for the callers of from_onnx(direction="reverse")
 from lstmcore.interop._torch import from_torch, to_torch
 
 __all__ = ["from_torch", "to_torch", "from_onnx", "to_onnx", "ReverseOnly", "Layout", "TORCH", "ONNX", "KERAS"]

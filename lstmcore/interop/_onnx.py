@@ -9,9 +9,9 @@ import numpy as np
 
 from lstmcore._validation import positive_int
 from lstmcore.interop._layout import ONNX, check_cell, export_tensors, import_tensors
-from lstmcore.layers import LSTM
+from lstmcore.layers import LSTM, ReverseOnly
 from lstmcore.plugins import get_variant
-from lstmcore.variant import Activation, GatedCell, Variant
+from lstmcore.variant import Activation, GatedCell
 
 DIRECTIONS = ("forward", "reverse", "bidirectional")
 DEFAULT_ACTIVATIONS = ("Sigmoid", "Tanh", "Tanh")  # f (gates), g (block input), h (output)
@@ -110,53 +110,6 @@ def _activation_attributes(cells):
                 alphas.append(1.0)
                 betas.append(0.0)
     return names, alphas or None, betas or None
-
-
-class ReverseOnly(Variant):
-    """A one-direction layer that runs its sequence backwards (ONNX ``direction="reverse"``).
-
-    ``lstmcore.LSTM`` has no reverse-only mode, so this wraps a compiled cell and flips the ``reverse`` flag it is
-    called with: the kernel's own reverse pass (the one a bidirectional layer's second direction uses, lengths
-    included) runs forward and backward. Parameters, names and options are the wrapped cell's.
-    """
-
-    compiled = True
-
-    def __init__(self, cell: GatedCell):
-        self.cell = cell
-        self.name = cell.name
-        self.description = f"{cell.name}, run in reverse time order"
-        self.state_names = cell.state_names
-
-    def __getattr__(self, name):
-        # read-only view of the wrapped cell's spec (gate_blocks, peephole_blocks, activations, clip, ...)
-        if name == "cell" or name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.cell, name)
-
-    def __repr__(self) -> str:
-        return f"ReverseOnly({self.cell!r})"
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, ReverseOnly) and other.cell == self.cell
-
-    def __hash__(self) -> int:
-        return hash(("ReverseOnly", self.cell))
-
-    def with_options(self, **options) -> "ReverseOnly":
-        return ReverseOnly(self.cell.with_options(**options)) if options else self
-
-    def parameter_shapes(self, input_size, hidden_size):
-        return self.cell.parameter_shapes(input_size, hidden_size)
-
-    def init_parameters(self, input_size, hidden_size, rng, dtype=np.float32):
-        return self.cell.init_parameters(input_size, hidden_size, rng, dtype)
-
-    def forward(self, params, x, state, lengths, reverse, out):
-        return self.cell.forward(params, x, state, lengths, not reverse, out)
-
-    def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
-        return self.cell.backward(params, cache, d_out, d_state, d_x, accumulate_dx)  # the cache knows its direction
 
 
 def _as_float_array(value, name: str) -> np.ndarray:

@@ -10,7 +10,7 @@ Installing the distribution registers two variants through the ``lstmcore`` entr
     >>> output, (h_n,) = layer(x)                                           # doctest: +SKIP
 """
 import lstmcore
-from lstmcore.interop import ReverseOnly  # re-exported: runs a cell backwards in time (ONNX "reverse")
+from lstmcore import ReverseOnly  # re-exported: runs a cell backwards in time (ONNX "reverse")
 from lstmcore_gru.gru import GRU
 from lstmcore_gru.onnx import from_onnx_gru, run_onnx_gru
 

@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 
 import lstmcore
-from lstmcore.interop import ReverseOnly
+from lstmcore import ReverseOnly
 from lstmcore_gru.gru import GRU
 
 __all__ = ["from_onnx_gru", "run_onnx_gru"]
