@@ -304,10 +304,6 @@ class GatedCell(CompiledCell):
     def projection(self, params):
         return params["W_proj"] if self.proj_size else None
 
-    @property
-    def equations(self) -> str:
-        return GatedCell.__doc__
-
     # -- looking inside ---------------------------------------------------------------------------------------------
     def trace_quantities(self) -> dict[str, str]:
         from lstmcore.tracing import gated_cell_quantities
