@@ -47,7 +47,7 @@ _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 # -- configurations: what the operators need to know besides tensors, by a string key --------------------------------
 class _Config:
-    """One module configuration: the cells, the parameter names and layout, and an lstmcore layer per dtype that
+    """One module configuration: the cells, the parameter names and weight order, and an lstmcore layer per dtype that
     runs the stack (``run_forward``/``run_backward``, which keep no state)."""
 
     def __init__(self, input_size, hidden_size, cell: Variant, num_layers, bidirectional, bias):
@@ -103,7 +103,7 @@ class _Config:
 
     def kernel_params(self, arrays: list[np.ndarray], dtype) -> list[list[dict]]:
         """The module's arrays (in ``parameter_names`` order) -> ``params[k][d]`` for ``run_forward``: the arrays
-        themselves where the layouts agree; in PyTorch's layout the gate blocks permuted and the two biases summed
+        themselves where the weight orders agree; in PyTorch's layout the gate blocks permuted and the two biases summed
         (one copy of W, R and b per call)."""
         it = iter(arrays)
         params = [[None] * (2 if self.sizes["bidirectional"] else 1) for _ in range(self.sizes["num_layers"])]

@@ -260,7 +260,7 @@ class GatedCell(CompiledCell):
                             f"it accepts {', '.join(self._OPTIONS)}")
         return dataclasses.replace(self, **options) if options else self
 
-    # -- layout ---------------------------------------------------------------------------------------------------
+    # -- parameter blocks ----------------------------------------------------------------------------------------------
     @property
     def gate_blocks(self) -> tuple[str, ...]:
         """Row blocks of W, R and b, in order: the present gates of (i, f, o), then the block input z."""

@@ -92,7 +92,7 @@ def _clamp(cell, v):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Parameter layout
+# Parameter blocks
 
 def _split(cell, params):
     """Per-block views {gate: W_gate (H, I)}, {gate: R_gate (H, H)}, {gate: b_gate (H,)}, {gate: p_gate (H,)}."""

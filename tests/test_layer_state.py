@@ -393,7 +393,7 @@ def test_an_extra_key_added_after_forward_does_not_break_backward():
     lambda a: np.repeat(a, 2, axis=-1)[..., ::2],          # strided
     lambda a: _read_only(a.copy()),
 ], ids=["fortran", "strided", "read-only"])
-def test_params_replaced_by_other_layouts_give_the_same_results(replace):
+def test_params_replaced_by_other_memory_layouts_give_the_same_results(replace):
     layer = lstmcore.LSTM(3, 4, variant="peephole", bidirectional=True, dtype=np.float64, seed=0)
     x = rand(5, 2, 3)
     out, _ = layer(x)

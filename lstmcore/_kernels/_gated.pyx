@@ -8,7 +8,7 @@ for FGR Rg [i, f, o]_{t-1}, to the pre-activations):
     c_t = z i + c_{t-1} f               o = sigma(o_bar + p_o c_t)      y_t = h(c_t) o
 (an absent gate is the constant 1; ``clip`` clamps i, f, z, o's pre-activations, peephole terms included).
 
-Layout for the driver: pre-activation blocks are the present gates of (i, f, o), then z; the carried row is [h, c], or
+Blocks for the driver: pre-activation blocks are the present gates of (i, f, o), then z; the carried row is [h, c], or
 [h, i, f, o, c] with a gate recurrence (the gates of t-1 are inputs of Rg, so they are carried like a state); the cache
 keeps h(c_t) and, when clipping, the raw pre-activations; the step's parameters are the present peepholes (i, f, o).
 """

@@ -6,9 +6,9 @@
     >>> layer = from_onnx(W, R, B, P, direction="bidirectional", activations=[...])
     >>> node_inputs = to_onnx(layer)                # dict with from_onnx's keys: from_onnx(**to_onnx(layer))
 
-Each framework's layout (gate order, peephole order, two biases) is one table in ``_layout.py``; the same two functions
-permute blocks and sum/split biases in both directions. torch is imported only inside ``from_torch``/``to_torch``.
-See docs/interop.md for the gate-order table.
+Each framework's weight order (gate order, peephole order, two biases) is one ``Layout`` table in ``_layout.py``; the
+same two functions permute blocks and sum/split biases in both directions. torch is imported only inside
+``from_torch``/``to_torch``. See docs/interop.md for the gate-order table.
 """
 from lstmcore.interop._layout import KERAS, ONNX, TORCH, Layout
 from lstmcore.interop._onnx import from_onnx, to_onnx

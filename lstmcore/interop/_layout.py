@@ -1,12 +1,13 @@
-"""The one place where a foreign framework's LSTM weight layout meets ours.
+"""The one place where a foreign framework's weight order (its ``Layout``) meets our parameter blocks.
 
 A framework is described by a ``Layout`` (its gate order, its peephole order, whether it keeps two biases); the two
 functions ``import_tensors`` and ``export_tensors`` are the only code that permutes gate blocks or sums and splits
 biases, and both derive their permutation from the same ``_block_slices``. ``_torch.py`` and ``_onnx.py`` only move
 tensors in and out of these functions.
 
-Our layout (``GatedCell``): ``W`` (G*H, I), ``R`` (G*H, H), ``b`` (G*H,) with row blocks = the present gates among
-(i, f, o) in that order, then z (the block input); ``p`` (P*H,) = the present peepholes in the order i, f, o.
+Our parameter blocks (``GatedCell.gate_blocks``, ``peephole_blocks``): ``W`` (G*H, I), ``R`` (G*H, H), ``b`` (G*H,)
+with row blocks = the present gates among (i, f, o) in that order, then z (the block input); ``p`` (P*H,) = the present
+peepholes in the order i, f, o.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """ONNX ``GRU`` (opset 7/14/22) tensors -> an ``lstmcore.LSTM`` layer of this plugin's GRU cell.
 
 ONNX keeps ``W`` ``[num_directions, 3H, input_size]``, ``R`` ``[num_directions, 3H, H]`` and ``B`` ``[num_directions,
-6H]`` = ``[Wb, Rb]``, all with the gate blocks (z, r, h): the GRU's own parameter layout, so the mapping is one slice
+6H]`` = ``[Wb, Rb]``, all with the gate blocks (z, r, h): the GRU's own parameter blocks, so the mapping is one slice
 per direction and no permutation.
 """
 from __future__ import annotations
