@@ -75,6 +75,12 @@ def assert_close(ours, theirs, dtype, tol=TOL, what=""):
     np.testing.assert_allclose(ours, theirs, **tol[dtype], err_msg=what)
 
 
+def assert_same_forward(ours, theirs, dtype):
+    """``(output, h_n, c_n)`` of our layer and of torch's, each within ``TOL``."""
+    for a, b, what in zip(ours, theirs, ("output", "h_n", "c_n")):
+        assert_close(a, b, dtype, what=what)
+
+
 # -- forward -----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_config_id)
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -87,9 +93,7 @@ def test_from_torch_forward(cfg, dtype, with_state):
     x, state = make_inputs(cfg, dtype, with_state)
     out, (h_n, c_n) = layer(x, state)
     _, _, t_out, t_h, t_c = torch_run(module, x, state)
-    assert_close(out, t_out, dtype, what="output")
-    assert_close(h_n, t_h, dtype, what="h_n")
-    assert_close(c_n, t_c, dtype, what="c_n")
+    assert_same_forward((out, h_n, c_n), (t_out, t_h, t_c), dtype)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_config_id)
@@ -105,9 +109,7 @@ def test_to_torch_forward(cfg, dtype):
     out, (h_n, c_n) = layer(x, state)
     with torch.no_grad():
         t_out, (t_h, t_c) = module(torch.tensor(x), tuple(torch.tensor(s) for s in state))
-    assert_close(out, t_out, dtype, what="output")
-    assert_close(h_n, t_h, dtype, what="h_n")
-    assert_close(c_n, t_c, dtype, what="c_n")
+    assert_same_forward((out, h_n, c_n), (t_out, t_h, t_c), dtype)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_config_id)
