@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 import lstmcore
-from variant_names import BUILTIN_VARIANTS
-from lstmcore.testing import numerical_gradient
+from variant_names import GATED_VARIANTS
+from cell_gradcheck import gradcheck
 
-VARIANTS = BUILTIN_VARIANTS
+VARIANTS = GATED_VARIANTS
 
 ACTIVATION_SETS = {
     "default": {},
@@ -22,35 +22,6 @@ CONFIGS = {
     "lengths": dict(layer={}, lengths=[5, 0, 2]),
     "stacked_bidirectional": dict(layer=dict(num_layers=2, bidirectional=True), lengths=[3, 5, 1]),
 }
-
-
-def gradcheck(layer, T=5, B=3, lengths=None, seed=0, rtol=1e-5, atol=1e-7):
-    """Compare ``layer.backward`` with finite differences for every parameter entry, x, h0 and c0."""
-    assert layer.dtype == np.float64
-    rng = np.random.default_rng(seed)
-    D = 2 if layer.bidirectional else 1
-    LD, H = layer.num_layers * D, layer.hidden_size
-    x = rng.normal(size=(B, T, layer.input_size) if layer.batch_first else (T, B, layer.input_size))
-    h0, c0 = rng.normal(size=(LD, B, layer.output_width)), rng.normal(size=(LD, B, H))  # h: proj_size wide
-    out, (h_n, c_n) = layer(x, (h0, c0), lengths=lengths)
-    a_out, a_h, a_c = rng.normal(size=out.shape), rng.normal(size=h_n.shape), rng.normal(size=c_n.shape)
-
-    def loss():
-        out, (h_n, c_n) = layer(x, (h0, c0), lengths=lengths)
-        return np.sum(a_out * out) + np.sum(a_h * h_n) + np.sum(a_c * c_n)
-
-    loss()
-    d_x = layer.backward(a_out, a_h, a_c)
-    analytic = {name: g.copy() for name, g in layer.grads.items()}
-    analytic.update(x=d_x.copy(), h0=layer.state_grads[0].copy(), c0=layer.state_grads[1].copy())
-    targets = dict(layer.params, x=x, h0=h0, c0=c0)
-    assert set(targets) == set(analytic)
-    for name, array in targets.items():
-        numeric = numerical_gradient(loss, array)
-        np.testing.assert_allclose(analytic[name], numeric, rtol=rtol, atol=atol,
-                                   err_msg=f"gradient of {name} ({layer!r}, lengths={lengths})")
-        if name not in ("x", "h0", "c0"):
-            assert np.abs(numeric).max() > 1e-6, f"{name}: the loss does not depend on it, the check is empty"
 
 
 def make_layer(variant, seed=0, **kwargs):

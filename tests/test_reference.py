@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 
 import lstmcore
-from variant_names import BUILTIN_VARIANTS
+from variant_names import GATED_VARIANTS
 import numpy_reference
 from lstmcore._kernels import _driver
 from numpy_reference import (activation, reference_backward, reference_forward, reference_layer,
                              reference_layer_backward)
 
-VARIANTS = BUILTIN_VARIANTS
+VARIANTS = GATED_VARIANTS
 
 ACTIVATION_SETS = {
     "default": {},

@@ -1,5 +1,6 @@
 """The built-in variant names: tests of the core iterate over these, not over whatever plugins the environment has."""
 import lstmcore
+from lstmcore import GatedCell
 from lstmcore.plugins import BUILTIN_SOURCE, registry
 
 BUILTIN_VARIANTS = [name for name in lstmcore.list_variants() if registry.source(name) == BUILTIN_SOURCE]
@@ -16,3 +17,7 @@ def every_variant(names):
 
     return [pytest.param(name, id=name, marks=() if name in FAST_TIER_VARIANTS else pytest.mark.slow)
             for name in names]
+
+
+#: Those of the gated-cell family (the Odyssey specs): the tests of its options, activations and NumPy reference.
+GATED_VARIANTS = [name for name in BUILTIN_VARIANTS if isinstance(lstmcore.get_variant(name), GatedCell)]

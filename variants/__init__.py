@@ -4,6 +4,8 @@ registered through the same ``register_variants`` and ``register_groups`` hooks 
 from lstmcore.hookspecs import hookimpl
 from lstmcore.variant import GatedCell
 
+from .lnlstm import LayerNormLSTM
+
 BUILTIN_VARIANTS = (
     GatedCell("vanilla", description="No peepholes (the paper's NP); the PyTorch, Keras and ONNX default LSTM."),
     GatedCell("peephole", peepholes=True, description="The paper's vanilla LSTM V: three gates with peepholes."),
@@ -18,6 +20,7 @@ BUILTIN_VARIANTS = (
               description="No output activation function: h(x) = x."),
     GatedCell("fgr", peepholes=True, gate_recurrence=True,
               description="Full gate recurrence: every gate also sees the gates i, f, o of the previous step."),
+    LayerNormLSTM(),
 )
 
 
