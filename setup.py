@@ -39,7 +39,7 @@ extensions = [
         extra_link_args=link_args if name == "_driver" else [],
         libraries=libraries if name == "_driver" else [],
     )
-    for name in ("_blas", "_activations", "_driver", "_gated", "_lnlstm")
+    for name in ("_blas", "_activations", "_driver", "_gated", "_lnlstm", "_slstm")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

@@ -99,7 +99,8 @@ class LSTM(PerThreadState):
     (``(L*D, B, P)``); ``c`` stays ``hidden_size`` wide. The parameter ``W_proj_l{k}`` is ``(P, hidden_size)``.
 
     ``layer.backward(d_output, d_h_n=None, d_c_n=None)`` runs BPTT through the last ``forward``, returns ``d_x`` and
-    fills ``layer.grads`` (keys as ``layer.params``) and ``layer.state_grads = (d_h_0, d_c_0)``.
+    fills ``layer.grads`` (keys as ``layer.params``) and ``layer.state_grads = (d_h_0, d_c_0)`` (one gradient per
+    state of the variant, in its order: ``d_n_n``, ``d_m_n`` follow for sLSTM's four states).
 
     Parameters are named ``{W,R,b,p}_l{k}`` for layer k and ``..._reverse`` for the backward direction; their shapes are
     in the variant's docstring (``lstmcore.get_variant(name)``). ``variant_options`` (e.g. ``gate_activation``,
@@ -379,11 +380,13 @@ class LSTM(PerThreadState):
                              f"and backward do")
         return trace_layer(self, x, state, lengths)
 
-    def backward(self, d_output, d_h_n=None, d_c_n=None, need_input_grad=True):
+    def backward(self, d_output, *d_final_states, need_input_grad=True, **d_named_states):
         """BPTT through the last ``forward``: returns dE/dx and fills ``grads`` and ``state_grads``.
 
-        With ``need_input_grad=False`` the first layer skips dE/dx (one GEMM less, as PyTorch does for an input that
-        does not require grad) and ``None`` is returned.
+        The gradients of the final states follow ``d_output`` in the order of the variant's states
+        (``backward(d_output, d_h_n, d_c_n)``), or by name (``d_h_n=...``, ``d_c_n=...``; ``d_n_n``, ``d_m_n`` for
+        sLSTM's); a state left out has a zero gradient. With ``need_input_grad=False`` the first layer skips dE/dx (one
+        GEMM less, as PyTorch does for an input that does not require grad) and ``None`` is returned.
         """
         if self._tape is None:
             raise RuntimeError("backward() needs a forward() first, in the same thread: call layer(x) before "
@@ -395,13 +398,25 @@ class LSTM(PerThreadState):
                                   "output's shape " + ("(B, T, D*H)" if self.batch_first else "(T, B, D*H)"))
         d_out = np.ascontiguousarray(d_out.transpose(1, 0, 2) if self.batch_first else d_out)
         names = self.cells[0].state_names
-        given = (d_h_n, d_c_n)
-        if any(value is not None for value in given[len(names):]):
-            raise ValueError(f"variant {self.variant_name!r} has no state {'c'!r}: d_c_n must be None")
+        keywords = [f"d_{name}_n" for name in names]
+        if any(value is not None for value in d_final_states[len(names):]):
+            raise ValueError(f"variant {self.variant_name!r} has {len(names)} state(s) {names}: backward takes "
+                             f"{', '.join(keywords)}, got {len(d_final_states)} state gradients")
+        given = dict(zip(keywords, d_final_states))
+        for keyword, value in d_named_states.items():
+            if keyword not in keywords:
+                if value is None:  # d_c_n=None for a cell without c, as the two-state signature allowed
+                    continue
+                raise ValueError(f"variant {self.variant_name!r} has no state for {keyword} (its states {names}: "
+                                 f"backward takes {', '.join(keywords)})")
+            if keyword in given:
+                raise TypeError(f"backward() got {keyword} both by position and by name")
+            given[keyword] = value
         d_final = []
-        for value, name, (shape, text) in zip(given, names, self._state_shapes(B)):
+        for keyword, (shape, text) in zip(keywords, self._state_shapes(B)):
+            value = given.get(keyword)
             d_final.append(np.zeros(shape, self.dtype) if value is None else
-                           self._float_array(value, f"d_{name}_n", shape, text))
+                           self._float_array(value, keyword, shape, text))
         d_x, self.grads, self.state_grads = self.run_backward(self._tape, d_out, d_final, need_input_grad)
         if not need_input_grad:
             return None

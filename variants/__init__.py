@@ -5,6 +5,7 @@ from lstmcore.hookspecs import hookimpl
 from lstmcore.variant import GatedCell
 
 from .lnlstm import LayerNormLSTM
+from .slstm import SLSTM
 
 BUILTIN_VARIANTS = (
     GatedCell("vanilla", description="No peepholes (the paper's NP); the PyTorch, Keras and ONNX default LSTM."),
@@ -21,6 +22,7 @@ BUILTIN_VARIANTS = (
     GatedCell("fgr", peepholes=True, gate_recurrence=True,
               description="Full gate recurrence: every gate also sees the gates i, f, o of the previous step."),
     LayerNormLSTM(),
+    SLSTM(),
 )
 
 

@@ -60,6 +60,70 @@ static inline double lc_exp(double x) {
     return e * scale;
 }
 
+/* Natural log of a positive normal number (Cephes' logf/log: x = m 2^e with m in [sqrt(1/2), sqrt(2)), then
+ * log(1 + (m - 1)) by a polynomial (float) or a rational function (double)); the exponent and mantissa are taken from
+ * the bits, so the loop vectorises. */
+static inline float lc_logf(float x) {
+    int32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    int32_t e = ((bits >> 23) & 0xff) - 126;
+    bits = (bits & 0x007fffff) | 0x3f000000; /* m in [0.5, 1) */
+    float m;
+    memcpy(&m, &bits, sizeof m);
+    int small = m < 0.707106781186547524f;
+    float fe = (float)(e - small);
+    m = small ? m + m - 1.0f : m - 1.0f;
+    float z = m * m;
+    float y = 7.0376836292E-2f;
+    y = y * m - 1.1514610310E-1f;
+    y = y * m + 1.1676998740E-1f;
+    y = y * m - 1.2420140846E-1f;
+    y = y * m + 1.4249322787E-1f;
+    y = y * m - 1.6668057665E-1f;
+    y = y * m + 2.0000714765E-1f;
+    y = y * m - 2.4999993993E-1f;
+    y = y * m + 3.3333331174E-1f;
+    y = y * m * z;
+    y += -2.12194440E-4f * fe;
+    y += -0.5f * z;
+    return m + y + 0.693359375f * fe;
+}
+
+static inline double lc_log(double x) {
+    int64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    int64_t e = ((bits >> 52) & 0x7ff) - 1022;
+    bits = (bits & 0x000fffffffffffffLL) | 0x3fe0000000000000LL; /* m in [0.5, 1) */
+    double m;
+    memcpy(&m, &bits, sizeof m);
+    int64_t small = m < 0.70710678118654752440;
+    double fe = (double)(e - small);
+    m = small ? m + m - 1.0 : m - 1.0;
+    double z = m * m;
+    double P = ((((1.01875663804580931796E-4 * m + 4.97494994976747001425E-1) * m + 4.70579119878881725854E0) * m
+                 + 1.44989225341610930846E1) * m + 1.79368678507819816313E1) * m + 7.70838733755885391666E0;
+    double Q = ((((m + 1.12873587189167450590E1) * m + 4.52279145837532221105E1) * m + 8.29875266912776603211E1) * m
+                + 7.11544750618563894466E1) * m + 2.31251620126765340583E1;
+    double y = m * (z * P / Q) - 2.121944400546905827679E-4 * fe - 0.5 * z;
+    return m + y + 0.693359375 * fe;
+}
+
+/* log(sigmoid(x)) = min(x, 0) - log(1 + e^{-|x|}), with log1p's accuracy for small e^{-|x|} (u / ((1 + u) - 1)
+ * corrects the rounding of 1 + u) */
+static inline float lc_log_sigmoidf(float x) {
+    float u = lc_expf(x < 0 ? x : -x);
+    float w = 1.0f + u;
+    float log1p_u = w == 1.0f ? u : lc_logf(w) * (u / (w - 1.0f));
+    return (x < 0 ? x : 0.0f) - log1p_u;
+}
+
+static inline double lc_log_sigmoid(double x) {
+    double u = lc_exp(x < 0 ? x : -x);
+    double w = 1.0 + u;
+    double log1p_u = w == 1.0 ? u : lc_log(w) * (u / (w - 1.0));
+    return (x < 0 ? x : 0.0) - log1p_u;
+}
+
 static inline float lc_sigmoidf(float x) { return 1.0f / (1.0f + lc_expf(-x)); }
 static inline double lc_sigmoid(double x) { return 1.0 / (1.0 + lc_exp(-x)); }
 
