@@ -16,123 +16,63 @@ xLSTM's CUDA kernel, which treats m as a constant, only in the gradients of the 
 
 Layout for the driver: blocks [ĩ, f̃, z̃, õ], all fed by x; the carried row [h, c, n, m] (all four public states); R
 reads h. The forward leaves [i, f, tanh(z̃), sigmoid(õ)] in the blocks; the cache holds dl/df̃ (sigmoid(-f̃), or 1) and
-which argument of the max was taken (1: ĩ).
+which argument of the max was taken (1: ĩ). The row passes are C (lstmcore_rows.h), compiled for each vector path.
 """
 from cython cimport floating
 
 from lstmcore._kernels._driver cimport CellKernel, CellDesc, StepView
-from lstmcore._kernels._activations cimport activate_block, SIGMOID, TANH
 
 
 cdef extern from "lstmcore_fastmath.h" nogil:
-    float lc_expf(float x)
-    double lc_exp(double x)
-    float lc_log_sigmoidf(float x)
-    double lc_log_sigmoid(double x)
+    float lc_log_sigmoidf(float x, float *derivative)
+    double lc_log_sigmoid(double x, double *derivative)
+
+cdef extern from "lstmcore_rows.h" nogil:
+    # one row of the step, fused and vectorised on the SIMD path in use (the equations above)
+    void lc_slstm_forward_f(Py_ssize_t n, Py_ssize_t H, int exp_forget, float *g, float *dl, float *took_i,
+                            const float *prev, float *next, float *out)
+    void lc_slstm_forward_d(Py_ssize_t n, Py_ssize_t H, int exp_forget, double *g, double *dl, double *took_i,
+                            const double *prev, double *next, double *out)
+    void lc_slstm_backward_f(Py_ssize_t n, Py_ssize_t H, const float *g, const float *dl, const float *took_i,
+                             const float *prev, const float *next, const float *d_out, float *ds, float *dg)
+    void lc_slstm_backward_d(Py_ssize_t n, Py_ssize_t H, const double *g, const double *dl, const double *took_i,
+                             const double *prev, const double *next, const double *d_out, double *ds, double *dg)
 
 
 cdef struct SLSTMSpec:
     bint exponential_forget    # f = exp(f̃) instead of sigmoid(f̃)
 
 
-cdef inline floating _exp(floating x) noexcept nogil:
-    if floating is float:
-        return lc_expf(x)
-    else:
-        return lc_exp(x)
-
-
-cdef inline floating _log_sigmoid(floating x) noexcept nogil:
-    if floating is float:
-        return lc_log_sigmoidf(x)
-    else:
-        return lc_log_sigmoid(x)
-
-
 cdef void _forward(const SLSTMSpec *s, const StepView *v, floating *pre) noexcept nogil:
-    cdef Py_ssize_t H = v.hidden, n = v.units, r, j
-    cdef floating l, a, m, it
-    cdef floating *gi
-    cdef floating *gf
-    cdef floating *gz
-    cdef floating *go
+    cdef Py_ssize_t H = v.hidden, r
     cdef floating *dl
-    cdef floating *took_i
-    cdef const floating *prev
-    cdef floating *nxt
-    cdef floating *out
     for r in range(v.rows):
-        gi = pre + r * v.ld_pre
-        gf, gz, go = gi + H, gi + 2 * H, gi + 3 * H
         dl = <floating *> v.cache + r * v.ld_cache
-        took_i = dl + H
-        prev = <const floating *> v.prev + r * v.ld_state
-        nxt = <floating *> v.next + r * v.ld_state
-        out = <floating *> v.out + r * v.ld_out
-        # prev/nxt vectors: h at 0, c at H, n at 2H, m at 3H
-        if s.exponential_forget:
-            for j in range(n):
-                dl[j] = 1
+        if floating is float:
+            lc_slstm_forward_f(v.units, H, s.exponential_forget, pre + r * v.ld_pre, dl, dl + H,
+                               <const float *> v.prev + r * v.ld_state, <float *> v.next + r * v.ld_state,
+                               <float *> v.out + r * v.ld_out)
         else:
-            for j in range(n):
-                dl[j] = 1 / (1 + _exp(gf[j]))        # d log sigmoid(f̃) / d f̃ = sigmoid(-f̃)
-                gf[j] = _log_sigmoid(gf[j])
-        for j in range(n):
-            it = gi[j]
-            a = gf[j] + prev[3 * H + j]
-            m = it if it >= a else a
-            took_i[j] = 1 if it >= a else 0
-            gi[j] = _exp(it - m)
-            gf[j] = _exp(a - m)
-            nxt[3 * H + j] = m
-        activate_block(TANH, <floating> 0, <floating> 0, gz, n)
-        activate_block(SIGMOID, <floating> 0, <floating> 0, go, n)
-        for j in range(n):
-            nxt[H + j] = gf[j] * prev[H + j] + gi[j] * gz[j]
-            nxt[2 * H + j] = gf[j] * prev[2 * H + j] + gi[j]
-            nxt[j] = go[j] * nxt[H + j] / nxt[2 * H + j]
-            out[j] = nxt[j]
+            lc_slstm_forward_d(v.units, H, s.exponential_forget, pre + r * v.ld_pre, dl, dl + H,
+                               <const double *> v.prev + r * v.ld_state, <double *> v.next + r * v.ld_state,
+                               <double *> v.out + r * v.ld_out)
 
 
 cdef void _backward(const SLSTMSpec *s, const StepView *v, floating *d_pre) noexcept nogil:
-    cdef Py_ssize_t H = v.hidden, n = v.units, r, j
-    cdef floating i, f, z, o, inv_n, dy, dc, dn, di, da, dm
-    cdef const floating *g
+    cdef Py_ssize_t H = v.hidden, r
     cdef const floating *dl
-    cdef const floating *prev
-    cdef const floating *nxt
-    cdef const floating *dout
-    cdef floating *ds
-    cdef floating *dg
     for r in range(v.rows):
-        g = <const floating *> v.pre + r * v.ld_pre
         dl = <const floating *> v.cache + r * v.ld_cache
-        prev = <const floating *> v.prev + r * v.ld_state
-        nxt = <const floating *> v.next + r * v.ld_state
-        dout = <const floating *> v.d_out + r * v.ld_d_out
-        ds = <floating *> v.d_state + r * v.ld_state
-        dg = d_pre + r * v.ld_pre
-        for j in range(n):
-            i, f, z, o = g[j], g[H + j], g[2 * H + j], g[3 * H + j]
-            inv_n = 1 / nxt[2 * H + j]
-            dy = ds[j] + dout[j]
-            dg[3 * H + j] = dy * nxt[H + j] * inv_n * o * (1 - o)            # h = o c / n
-            dc = ds[H + j] + dy * o * inv_n
-            dn = ds[2 * H + j] - dy * nxt[j] * inv_n
-            dg[2 * H + j] = dc * i * (1 - z * z)                              # c = f c' + i z,  n = f n' + i
-            di = (dc * z + dn) * i                                            # i = exp(ĩ - m)
-            da = (dc * prev[H + j] + dn * prev[2 * H + j]) * f                # f = exp(l + m' - m)
-            dm = ds[3 * H + j] - di - da
-            if dl[H + j] != 0:                                                # m = max(ĩ, l + m')
-                di = di + dm
-            else:
-                da = da + dm
-            dg[j] = di
-            dg[H + j] = da * dl[j]
-            ds[j] = 0                       # h_{t-1} reaches this step only through R, whose share the driver adds
-            ds[H + j] = dc * f
-            ds[2 * H + j] = dn * f
-            ds[3 * H + j] = da
+        if floating is float:
+            lc_slstm_backward_f(v.units, H, <const float *> v.pre + r * v.ld_pre, dl, dl + H,
+                                <const float *> v.prev + r * v.ld_state, <const float *> v.next + r * v.ld_state,
+                                <const float *> v.d_out + r * v.ld_d_out, <float *> v.d_state + r * v.ld_state,
+                                d_pre + r * v.ld_pre)
+        else:
+            lc_slstm_backward_d(v.units, H, <const double *> v.pre + r * v.ld_pre, dl, dl + H,
+                                <const double *> v.prev + r * v.ld_state, <const double *> v.next + r * v.ld_state,
+                                <const double *> v.d_out + r * v.ld_d_out, <double *> v.d_state + r * v.ld_state,
+                                d_pre + r * v.ld_pre)
 
 
 cdef void _forward_f(const CellDesc *cell, const StepView *v) noexcept nogil:
@@ -148,11 +88,15 @@ cdef void _backward_d(const CellDesc *cell, const StepView *v) noexcept nogil:
     _backward(<const SLSTMSpec *> cell.spec, v, <double *> v.d_pre)
 
 
-def log_sigmoid_block(floating[::1] values):
-    """values = log sigmoid(values) in place, by the step's vectorised function (for tests)."""
+def log_sigmoid_block(floating[::1] values, floating[::1] derivatives):
+    """values = log sigmoid(values) in place and derivatives = sigmoid(-values), by the function the step uses (for
+    tests)."""
     cdef Py_ssize_t j
     for j in range(values.shape[0]):
-        values[j] = _log_sigmoid(values[j])
+        if floating is float:
+            values[j] = lc_log_sigmoidf(values[j], &derivatives[j])
+        else:
+            values[j] = lc_log_sigmoid(values[j], &derivatives[j])
 
 
 cdef class SLSTMKernel(CellKernel):

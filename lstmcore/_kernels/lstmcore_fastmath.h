@@ -108,19 +108,21 @@ static inline double lc_log(double x) {
     return m + y + 0.693359375 * fe;
 }
 
-/* log(sigmoid(x)) = min(x, 0) - log(1 + e^{-|x|}), with log1p's accuracy for small e^{-|x|} (u / ((1 + u) - 1)
- * corrects the rounding of 1 + u) */
-static inline float lc_log_sigmoidf(float x) {
+/* log(sigmoid(x)) = min(x, 0) - log(1 + u) with u = e^{-|x|}, at log1p's accuracy for small u (u / ((1 + u) - 1)
+ * corrects the rounding of 1 + u); *derivative = sigmoid(-x) = (x < 0 ? 1 : u) / (1 + u), from the same u */
+static inline float lc_log_sigmoidf(float x, float *derivative) {
     float u = lc_expf(x < 0 ? x : -x);
     float w = 1.0f + u;
     float log1p_u = w == 1.0f ? u : lc_logf(w) * (u / (w - 1.0f));
+    *derivative = (x < 0 ? 1.0f : u) / w;
     return (x < 0 ? x : 0.0f) - log1p_u;
 }
 
-static inline double lc_log_sigmoid(double x) {
+static inline double lc_log_sigmoid(double x, double *derivative) {
     double u = lc_exp(x < 0 ? x : -x);
     double w = 1.0 + u;
     double log1p_u = w == 1.0 ? u : lc_log(w) * (u / (w - 1.0));
+    *derivative = (x < 0 ? 1.0 : u) / w;
     return (x < 0 ? x : 0.0) - log1p_u;
 }
 
