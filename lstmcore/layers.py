@@ -407,8 +407,8 @@ class LSTM(PerThreadState):
             if keyword not in keywords:
                 if value is None:  # d_c_n=None for a cell without c, as the two-state signature allowed
                     continue
-                raise ValueError(f"variant {self.variant_name!r} has no state for {keyword} (its states {names}: "
-                                 f"backward takes {', '.join(keywords)})")
+                raise ValueError(f"variant {self.variant_name!r} has no state {keyword[2:-2]!r}: {keyword} must be "
+                                 f"None (its states {names}: backward takes {', '.join(keywords)})")
             if keyword in given:
                 raise TypeError(f"backward() got {keyword} both by position and by name")
             given[keyword] = value

@@ -198,7 +198,7 @@ def test_options_and_parameters():
     output, (h, c, n, m) = layer(np.ones((4, 2, 3), np.float32))
     layer.backward(np.ones_like(output), d_m_n=np.ones_like(m))
     assert len(layer.state_grads) == 4
-    with pytest.raises(ValueError, match="no state for d_q_n"):
+    with pytest.raises(ValueError, match="no state 'q': d_q_n must be None"):
         layer.backward(np.ones_like(output), d_q_n=np.ones_like(m))
     with pytest.raises(ValueError, match="has 4 state"):
         layer.backward(np.ones_like(output), h, c, n, m, m)
