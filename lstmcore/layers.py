@@ -399,9 +399,11 @@ class LSTM(PerThreadState):
         d_out = np.ascontiguousarray(d_out.transpose(1, 0, 2) if self.batch_first else d_out)
         names = self.cells[0].state_names
         keywords = [f"d_{name}_n" for name in names]
-        if any(value is not None for value in d_final_states[len(names):]):
-            raise ValueError(f"variant {self.variant_name!r} has {len(names)} state(s) {names}: backward takes "
-                             f"{', '.join(keywords)}, got {len(d_final_states)} state gradients")
+        extra = [k for k in range(len(names), len(d_final_states)) if d_final_states[k] is not None]
+        if extra:
+            what = "no state 'c': d_c_n must be None" if extra[0] == 1 else f"{len(names)} state(s) {names}"
+            raise ValueError(f"variant {self.variant_name!r} has {what} (backward takes {', '.join(keywords)}; got "
+                             f"{len(d_final_states)} state gradients)")
         given = dict(zip(keywords, d_final_states))
         for keyword, value in d_named_states.items():
             if keyword not in keywords:
