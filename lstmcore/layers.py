@@ -69,6 +69,15 @@ class ReverseOnly(Variant):
     def with_options(self, **options) -> "ReverseOnly":
         return ReverseOnly(self.cell.with_options(**options)) if options else self
 
+    def with_projection(self, proj_size: int) -> "ReverseOnly":
+        return ReverseOnly(self.cell.with_projection(proj_size))
+
+    def output_size(self, hidden_size: int) -> int:
+        return self.cell.output_size(hidden_size)
+
+    def state_sizes(self, hidden_size: int) -> tuple[int, ...]:
+        return self.cell.state_sizes(hidden_size)
+
     def parameter_shapes(self, input_size, hidden_size):
         return self.cell.parameter_shapes(input_size, hidden_size)
 
@@ -80,6 +89,15 @@ class ReverseOnly(Variant):
 
     def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
         return self.cell.backward(params, cache, d_out, d_state, d_x, accumulate_dx)  # the cache knows its direction
+
+    def trace_quantities(self) -> dict[str, str]:
+        return self.cell.trace_quantities()
+
+    def trace(self, params, x, state, lengths, reverse):
+        return self.cell.trace(params, x, state, lengths, not reverse)
+
+    def cell_structure(self):
+        return self.cell.cell_structure()
 
 
 class LSTM(PerThreadState):

@@ -451,3 +451,24 @@ def test_reverse_only_is_a_layer_concept_that_runs_any_cell_backwards():
         forward = lstmcore.LSTM(3, 4, variant=cell, dtype=np.float64, seed=0)
         np.testing.assert_allclose(reverse(x)[0][::-1], forward(x[::-1].copy())[0], rtol=1e-12, atol=1e-12)
         assert lstmcore.ReverseOnly(cell).compiled == cell.compiled
+
+
+def test_reverse_only_keeps_the_cells_projection_trace_and_drawing():
+    """What the wrapped cell says about itself holds for ``ReverseOnly`` too: its projection (LSTMP), its trace (run
+    backwards, indexed by time step) and its diagram."""
+    cell = lstmcore.get_variant("peephole")
+    x = np.random.default_rng(1).normal(size=(6, 2, 3))
+    reverse = lstmcore.LSTM(3, 5, variant=lstmcore.ReverseOnly(cell), proj_size=2, dtype=np.float64, seed=0)
+    forward = lstmcore.LSTM(3, 5, variant=cell, proj_size=2, dtype=np.float64, seed=0)
+    out = reverse(x)[0]
+    assert out.shape == (6, 2, 2)
+    np.testing.assert_allclose(out[::-1], forward(x[::-1].copy())[0], rtol=1e-12, atol=1e-12)
+    plain_reverse = lstmcore.LSTM(3, 4, variant=lstmcore.ReverseOnly(cell), dtype=np.float64, seed=0)
+    plain = lstmcore.LSTM(3, 4, variant=cell, dtype=np.float64, seed=0)
+    (traced,), (expected,) = plain_reverse.trace(x), plain.trace(x[::-1].copy())  # one layer, one direction
+    assert set(traced) == set(expected) and "f" in traced  # the gates, not only the states
+    for name in expected:
+        np.testing.assert_allclose(np.asarray(traced[name])[::-1], expected[name], rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+    assert lstmcore.ReverseOnly(cell).cell_structure() == cell.cell_structure()
+
