@@ -265,6 +265,22 @@ def test_small_gemm(dtype, b_transposed):
                                            err_msg=f"M={M} N={N} K={K}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_gemm_with_a_transposed(dtype):
+    """C += A.T @ B over every tail of the row groups, the panels and the chunks of K (LC_SMALL_GEMM_KC = 64)."""
+    spec = SPEC[dtype]
+    for M in (1, 3, 4, 5, 37):
+        for N in (1, 5, 16, 33, 100):
+            for K in (1, 63, 64, 65, 200):
+                A, Bm, C = rand((K, M), dtype, 1), rand((K, N), dtype, 2), rand((M, N), dtype, 3)
+                expected = C.astype(np.float64) + A.T.astype(np.float64) @ Bm.astype(np.float64)
+                _blas.small_gemm_at_py[spec](A, Bm, C)
+                np.testing.assert_allclose(C, expected, rtol=TOL[dtype] * 10, atol=TOL[dtype] * K,
+                                           err_msg=f"M={M} N={N} K={K}")
+    with pytest.raises(ValueError):
+        _blas.small_gemm_at_py[spec](np.zeros((3, 2), dtype), np.zeros((4, 5), dtype), np.zeros((2, 5), dtype))
+
+
 def test_small_gemm_shape_mismatch():
     with pytest.raises(ValueError):
         _blas.small_gemm_py["double"](np.zeros((2, 3)), np.zeros((4, 5)), np.zeros((2, 5)))

@@ -73,6 +73,21 @@ def test_team_follows_the_blas_thread_limit():
     assert _driver.team_size(10_000, 32) == 1
 
 
+def test_backward_leaves_the_blas_thread_count_alone():
+    """The driver calls no BLAS: a 2-thread backward leaves the process's BLAS thread count as the user set it (it
+    once set OpenBLAS's count per member, which in OpenBLAS's pthreads build is the process-wide count, and left 1)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if _driver.blas_threads() == 0:
+        pytest.skip("this BLAS does not report its thread count")
+    problem = _problem("vanilla", np.float32, T=10, B=16, I=32, H=128)
+    with threadpoolctl.threadpool_limits(2):
+        before = [pool["num_threads"] for pool in threadpoolctl.threadpool_info()]
+        for _ in range(30):
+            assert _run(problem, threads=2)[1] == 2
+        assert [pool["num_threads"] for pool in threadpoolctl.threadpool_info()] == before
+        assert _driver.blas_threads() == 2
+
+
 def test_team_works_in_a_forked_child():
     """A child forked after the parent's team ran gets a team of its own (GNU OpenMP would hang here)."""
     if not hasattr(os, "fork"):

@@ -31,6 +31,11 @@ cdef extern from "lstmcore_smallgemm.h" nogil:
                               Py_ssize_t sn, float *packed)
     void lc_small_gemm_d_pack(Py_ssize_t K, Py_ssize_t k0, Py_ssize_t Kp, Py_ssize_t N, const double *B,
                               Py_ssize_t sk, Py_ssize_t sn, double *packed)
+    void lc_small_gemm_f_at(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *A, Py_ssize_t lda, const float *B,
+                            Py_ssize_t ldb, float *C, Py_ssize_t ldc, float *scratch)
+    void lc_small_gemm_d_at(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double *A, Py_ssize_t lda, const double *B,
+                            Py_ssize_t ldb, double *C, Py_ssize_t ldc, double *scratch)
+    Py_ssize_t LC_SMALL_GEMM_KC
     const char *lc_simd_name()
 
 
@@ -52,3 +57,18 @@ cdef inline void small_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floa
         lc_small_gemm_f(M, N, K, A, lda, packed, C, ldc)
     else:
         lc_small_gemm_d(M, N, K, A, lda, packed, C, ldc)
+
+
+cdef inline void small_gemm_at(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t lda,
+                               const floating *B, Py_ssize_t ldb, floating *C, Py_ssize_t ldc,
+                               floating *scratch) noexcept nogil:
+    """C (M x N) += A^T B with A (K x M) and B (K x N) row-major as they lie, on the calling thread; ``scratch`` holds
+    ``small_gemm_at_scratch(M, N)`` elements: the sequence driver's weight gradients over all steps (K = T * B)."""
+    if floating is float:
+        lc_small_gemm_f_at(M, N, K, A, lda, B, ldb, C, ldc, scratch)
+    else:
+        lc_small_gemm_d_at(M, N, K, A, lda, B, ldb, C, ldc, scratch)
+
+
+cdef inline Py_ssize_t small_gemm_at_scratch(Py_ssize_t M, Py_ssize_t N) noexcept nogil:
+    return (M + N) * LC_SMALL_GEMM_KC

@@ -89,3 +89,17 @@ def small_gemm_py(const floating[:, ::1] A, const floating[:, ::1] B, floating[:
     with nogil:
         pack_panels(K, 0, K, N, &B[0, 0], sk, sn, &packed[0])
         small_gemm(M, N, K, &A[0, 0], K, &packed[0], &C[0, 0], N)
+
+
+def small_gemm_at_py(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C):
+    """Python twin of ``small_gemm_at`` for tests: ``C += A.T @ B`` in place."""
+    cdef Py_ssize_t K = A.shape[0], M = A.shape[1], N = B.shape[1]
+    if B.shape[0] != K or C.shape[0] != M or C.shape[1] != N:
+        raise ValueError("small_gemm_at_py: operand shapes do not agree")
+    import numpy as np
+    cdef floating[::1] scratch = np.empty(max(small_gemm_at_scratch(M, N), 1),
+                                          dtype=np.float32 if floating is float else np.float64)
+    if M == 0 or N == 0 or K == 0:
+        return
+    with nogil:
+        small_gemm_at(M, N, K, &A[0, 0], M, &B[0, 0], N, &C[0, 0], N, &scratch[0])

@@ -2,7 +2,7 @@
 
 Forward, for one direction of one layer (a cell described by a ``CellKernel``, see ``_driver.pxd``):
 
-    pre[t]   = x_t W^T + b                                  one GEMM for all steps (BLAS), into the input blocks
+    pre[t]   = x_t W^T + b                                  one product for all steps, into the input blocks
     per step t, on a persistent team of threads (each owns a slice of the hidden units of every block and vector):
       stage 0: pre[t, blocks] += carried_{t-1}[vectors] M^T  for each stage-0 recurrent weight M (packed once per call)
                step(stage 0)                                 element-wise: activations, new carried row, output
@@ -12,7 +12,7 @@ Forward, for one direction of one layer (a cell described by a ``CellKernel``, s
 Backward (BPTT), the same in reverse:
       step backward(last stage) -> d_pre; [d_V = d_pre M for stage-1 weights; step backward(stage 0)];
       d_carried_{t-1} = (what the step passed straight through) + d_pre[t, blocks] M    for stage-0 weights
-    then one GEMM each (BLAS) for dW = d_pre^T x, every dM = d_pre[blocks]^T input[vectors], dx = d_pre W, and the
+    then one product each for dW = d_pre^T x, every dM = d_pre[blocks]^T input[vectors], dx = d_pre W, and the
     bias reduction db = sum_t d_pre (by the team, per unit, in a fixed order).
 
 Lengths: a padded step (t >= lengths[b]) copies the carried row, writes a zero output and, in BPTT, a zero delta, so
@@ -36,7 +36,7 @@ cimport numpy as cnp
 cnp.import_array()
 
 from scipy.linalg.cython_blas cimport sgemm
-from lstmcore._kernels._blas cimport gemm, small_gemm, pack_panels, NoTrans, Trans
+from lstmcore._kernels._blas cimport small_gemm, small_gemm_at, small_gemm_at_scratch, pack_panels
 
 
 cdef extern from "lstmcore_team.h" nogil:
@@ -45,7 +45,6 @@ cdef extern from "lstmcore_team.h" nogil:
     void lc_team_barrier()
     int lc_blas_threads(const void *fn)
     int lc_cpu_count()
-    int lc_blas_set_threads_local(const void *fn, int n)
     int LC_TEAM_MAX
 
 
@@ -213,7 +212,7 @@ cdef struct Run:
     void *d_stage_input         # (B, V)
     void *d_params              # (threads, P) when whole_rows, else (P,)
     void *db                    # (GIH,)
-    # the large products, done by the team: input projection, dx (our small GEMM), dW and dR (BLAS per thread)
+    # the large products, done by the team on the small GEMM: input projection, dx, dW and dR
     Py_ssize_t n_inputs         # I
     const void *x               # (T, B, I)
     const void *W               # (GIH, I)
@@ -224,7 +223,6 @@ cdef struct Run:
     void *dx                    # NULL: no input gradient
     bint accumulate_dx
     void *d_weight[MAX_RECURRENT]
-    bint weight_grads_in_team   # the BLAS can run single-threaded in one thread: dW, dR by the team
     # a projection r_t = out_t W_proj^T (plan.proj > 0): ``out``/``d_out`` above are then the cell's own output and
     # its gradient, (T, B, H) workspace buffers, and these the layer's
     const void *W_proj          # (proj, H)
@@ -236,6 +234,8 @@ cdef struct Run:
     Py_ssize_t ld_d_proj_out
     void *d_r                   # (T, B, proj): dE/dr_t of the real steps, for dW_proj
     void *d_W_proj              # (proj, H)
+    void *weight_scratch        # (threads, weight_scratch_size): each thread's chunks of the dW, dR products
+    Py_ssize_t weight_scratch_size
 
 
 cdef inline void _split(Py_ssize_t total, Py_ssize_t align, int tid, int nt, Py_ssize_t *lo,
@@ -580,8 +580,7 @@ cdef void _backward_team(Run *run, int tid, int nt, floating *tag) noexcept nogi
                 for k in range(1, nt):
                     mine[q * H + j] += mine[k * p.P + q * H + j]
     _input_gradient(run, tid, nt, tag)
-    if run.weight_grads_in_team:
-        _weight_gradients(run, u0, n, c0, c1 - c0, tag)
+    _weight_gradients(run, u0, n, c0, c1 - c0, <floating *> run.weight_scratch + tid * run.weight_scratch_size)
 
 
 cdef void _forward_team_f(void *ctx, int tid, int nt) noexcept nogil:
@@ -591,23 +590,10 @@ cdef void _forward_team_d(void *ctx, int tid, int nt) noexcept nogil:
     _forward_team(<Run *> ctx, tid, nt, <double *> NULL)
 
 cdef void _backward_team_f(void *ctx, int tid, int nt) noexcept nogil:
-    cdef int previous = _single_threaded_blas(<Run *> ctx)
     _backward_team(<Run *> ctx, tid, nt, <float *> NULL)
-    _restore_blas(<Run *> ctx, previous)
 
 cdef void _backward_team_d(void *ctx, int tid, int nt) noexcept nogil:
-    cdef int previous = _single_threaded_blas(<Run *> ctx)
     _backward_team(<Run *> ctx, tid, nt, <double *> NULL)
-    _restore_blas(<Run *> ctx, previous)
-
-
-cdef inline int _single_threaded_blas(const Run *run) noexcept nogil:
-    """A team member's BLAS calls run on its own thread only (the team is the parallelism)."""
-    return lc_blas_set_threads_local(<const void *> sgemm, 1) if run.weight_grads_in_team else -1
-
-cdef inline void _restore_blas(const Run *run, int previous) noexcept nogil:
-    if previous >= 0:
-        lc_blas_set_threads_local(<const void *> sgemm, previous)
 
 
 cdef void _input_projection(const Run *run, Py_ssize_t u0, Py_ssize_t n, floating *tag) noexcept nogil:
@@ -660,26 +646,29 @@ cdef void _input_gradient(const Run *run, int tid, int nt, floating *tag) noexce
 
 
 cdef void _weight_gradients(const Run *run, Py_ssize_t u0, Py_ssize_t n, Py_ssize_t c0, Py_ssize_t nc,
-                            floating *tag) noexcept nogil:
+                            floating *scratch) noexcept nogil:
     """dW = d_pre^T x and dM = d_pre[blocks]^T input[vectors] for every recurrent weight M: the rows of this thread's
-    units [u0, u0 + n) of every block (all of them with n = H), one BLAS call each; dW_proj = d_r^T out, its rows
-    [c0, c0 + nc)."""
+    units [u0, u0 + n) of every block; dW_proj = d_r^T out, its rows [c0, c0 + nc). One product over all steps each
+    (the small GEMM with A transposed)."""
     cdef const CellDesc *d = run.cell
     cdef const Plan *p = &run.plan
-    cdef Py_ssize_t TB = run.T * run.B, H = p.H, I = run.n_inputs, k, b, ld
+    cdef Py_ssize_t TB = run.T * run.B, H = p.H, I = run.n_inputs, k, b, ld, r
     cdef const floating *d_pre = <const floating *> run.d_pre
     cdef const floating *inp
+    cdef floating *C
     cdef Py_ssize_t lda
     cdef const RecurrentWeight *w
     if p.proj > 0 and nc > 0:
-        gemm(Trans, NoTrans, <int> nc, <int> H, <int> TB, <floating> 1, <const floating *> run.d_r + c0,
-             <int> p.proj, <const floating *> run.out, <int> run.ld_out, <floating> 0,
-             <floating *> run.d_W_proj + c0 * H, <int> H)
+        C = <floating *> run.d_W_proj + c0 * H
+        memset(C, 0, nc * H * sizeof(floating))
+        small_gemm_at(nc, H, TB, <const floating *> run.d_r + c0, p.proj, <const floating *> run.out, run.ld_out, C, H,
+                      scratch)
     if n <= 0:
         return
     for k in range(d.n_input_blocks):
-        gemm(Trans, NoTrans, <int> n, <int> I, <int> TB, <floating> 1, d_pre + k * H + u0, <int> p.G,
-             <const floating *> run.x, <int> I, <floating> 0, <floating *> run.dW + (k * H + u0) * I, <int> I)
+        C = <floating *> run.dW + (k * H + u0) * I
+        memset(C, 0, n * I * sizeof(floating))
+        small_gemm_at(n, I, TB, d_pre + k * H + u0, p.G, <const floating *> run.x, I, C, I, scratch)
     for k in range(d.n_recurrent):
         w = &d.recurrent[k]
         if w.stage == 0:  # step t read the carried row of slot t (forward) or t + 1 (reverse)
@@ -688,9 +677,10 @@ cdef void _weight_gradients(const Run *run, Py_ssize_t u0, Py_ssize_t n, Py_ssiz
             inp, lda = <const floating *> run.stage_input, p.V
         ld = _weight_columns(p, w)
         for b in range(w.first_block, w.first_block + w.n_blocks):
-            gemm(Trans, NoTrans, <int> n, <int> ld, <int> TB, <floating> 1, d_pre + b * H + u0, <int> p.G,
-                 inp + _column(p, w.stage, w.first_vector), <int> lda, <floating> 0,
-                 <floating *> run.d_weight[k] + ((b - w.first_block) * H + u0) * ld, <int> ld)
+            C = <floating *> run.d_weight[k] + ((b - w.first_block) * H + u0) * ld
+            memset(C, 0, n * ld * sizeof(floating))
+            small_gemm_at(n, ld, TB, d_pre + b * H + u0, p.G, inp + _column(p, w.stage, w.first_vector), lda, C, ld,
+                          scratch)
 
 
 # -- workspaces ---------------------------------------------------------------------------------------------------------
@@ -813,6 +803,15 @@ cdef Py_ssize_t _row_stride(object arr, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H
     if (H > 1 and st[2] != itemsize) or row % itemsize or row < H * itemsize or (T > 1 and st[0] != B * row):
         raise ValueError(f"{name} must have contiguous rows evenly spaced in memory")
     return row // itemsize
+
+
+cdef Py_ssize_t _weight_scratch_size(const CellDesc *d, const Plan *p, Py_ssize_t I) noexcept:
+    """The scratch of one thread's weight-gradient products: rows at most H (or proj for dW_proj), columns as many as
+    the widest (I, H for dW_proj, or a recurrent weight's)."""
+    cdef Py_ssize_t k, widest = max(I, p.H)
+    for k in range(d.n_recurrent):
+        widest = max(widest, _weight_columns(p, &d.recurrent[k]))
+    return small_gemm_at_scratch(max(p.H, p.proj), widest)
 
 
 cdef int _take_forward_buffers(Run *run, ws, Py_ssize_t T, Py_ssize_t B) except -1:
@@ -1043,8 +1042,8 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
     for k in range(d.n_recurrent):
         run.d_weight[k] = d_weight[k]
     _pointer_of(ws.take("packed_dx", plan.GIH * I), &run.packed_dx)
-    # dW and dR: by the team when each member can call the BLAS single-threaded, else by the BLAS's own threads
-    run.weight_grads_in_team = nt > 1 and lc_blas_set_threads_local(<const void *> sgemm, -1) != -1
+    run.weight_scratch_size = _weight_scratch_size(d, &plan, I)
+    _pointer_of(ws.take("weight_scratch", run.weight_scratch_size * nt), &run.weight_scratch)
     tape.busy = True
     try:
         with nogil:
@@ -1052,8 +1051,6 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
                 lc_team_run(nt, _backward_team_f, &run)
             else:
                 lc_team_run(nt, _backward_team_d, &run)
-            if not run.weight_grads_in_team:
-                _weight_gradients(&run, 0, H, 0, plan.proj, <floating *> NULL)
     finally:
         tape.busy = False
     if d.whole_rows and plan.P > 0:

@@ -21,13 +21,18 @@
 
 #include "lstmcore_simd.h"
 
+/* The chunk of K of lc_small_gemm_*_at, whose scratch holds (M + N) * LC_SMALL_GEMM_KC elements. */
+#ifndef LC_SMALL_GEMM_KC
+#define LC_SMALL_GEMM_KC 64
+#endif
+
 /* One block kernel of SUF's panel width NV * VW columns (NV vectors of VW lanes of T per row of the panel):
  * rows i0 .. i0+MR-1; with few rows or one vector per row, KU steps of k run on separate accumulators so that about
  * eight independent FMA chains are in flight (a single row would otherwise wait on FMA latency). */
 #define LC_SMALL_GEMM_BLOCK(NAME, SUF, T, VW, NV)                                                                 \
 typedef T NAME##_v##SUF __attribute__((vector_size((VW) * sizeof(T))));                                          \
 static inline __attribute__((always_inline)) void NAME##_block##SUF(const int MR, ptrdiff_t K, const T *A,      \
-        ptrdiff_t lda, const T *P, T *C, ptrdiff_t ldc) {                                                         \
+        ptrdiff_t sar, ptrdiff_t sak, const T *P, ptrdiff_t ldp, T *C, ptrdiff_t ldc) {                           \
     typedef NAME##_v##SUF V;                                                                                      \
     const int KU = (8 + MR * (NV) - 1) / (MR * (NV));                                                             \
     V acc[8][4][NV];                                                                                              \
@@ -38,17 +43,17 @@ static inline __attribute__((always_inline)) void NAME##_block##SUF(const int MR
     for (; k + KU <= K; k += KU)                                                                                  \
         for (int u = 0; u < KU; u++) {                                                                            \
             V b[NV];                                                                                              \
-            for (int v = 0; v < (NV); v++) memcpy(&b[v], P + (k + u) * (NV) * (VW) + v * (VW), sizeof(V));       \
+            for (int v = 0; v < (NV); v++) memcpy(&b[v], P + (k + u) * ldp + v * (VW), sizeof(V));                 \
             for (int r = 0; r < MR; r++) {                                                                        \
-                T a = A[r * lda + k + u];                                                                         \
+                T a = A[r * sar + (k + u) * sak];                                                                 \
                 for (int v = 0; v < (NV); v++) acc[u][r][v] += a * b[v];                                          \
             }                                                                                                     \
         }                                                                                                         \
     for (; k < K; k++) {                                                                                          \
         V b[NV];                                                                                                  \
-        for (int v = 0; v < (NV); v++) memcpy(&b[v], P + k * (NV) * (VW) + v * (VW), sizeof(V));                 \
+        for (int v = 0; v < (NV); v++) memcpy(&b[v], P + k * ldp + v * (VW), sizeof(V));                         \
         for (int r = 0; r < MR; r++) {                                                                            \
-            T a = A[r * lda + k];                                                                                 \
+            T a = A[r * sar + k * sak];                                                                           \
             for (int v = 0; v < (NV); v++) acc[0][r][v] += a * b[v];                                              \
         }                                                                                                         \
     }                                                                                                             \
@@ -78,19 +83,31 @@ static inline __attribute__((always_inline)) ptrdiff_t NAME##_panel(ptrdiff_t le
     if (left >= (W) / 4 && (W) / 4 * sizeof(T) >= 16) return (W) / 4;                                             \
     return 1;                                                                                                     \
 }                                                                                                                 \
-/* MR rows of A against the panel of width w at P (K x w). */                                                    \
+/* MR rows of A (element (r, k) at A[r * sar + k * sak]) against the panel of width w at P (row k at P + k * ldp). */ \
 static inline __attribute__((always_inline)) void NAME##_panel_rows(const int MR, ptrdiff_t w, ptrdiff_t K,      \
-        const T *A, ptrdiff_t lda, const T *P, T *C, ptrdiff_t ldc) {                                             \
-    if (w == 2 * (W)) NAME##_block2(MR, K, A, lda, P, C, ldc);                                                    \
-    else if (w == (W)) NAME##_block1(MR, K, A, lda, P, C, ldc);                                                   \
-    else if (w == (W) / 2) NAME##_blockh(MR, K, A, lda, P, C, ldc);                                               \
-    else if (w > 1) NAME##_blockq(MR, K, A, lda, P, C, ldc);                                                      \
+        const T *A, ptrdiff_t sar, ptrdiff_t sak, const T *P, ptrdiff_t ldp, T *C, ptrdiff_t ldc) {               \
+    if (w == 2 * (W)) NAME##_block2(MR, K, A, sar, sak, P, ldp, C, ldc);                                          \
+    else if (w == (W)) NAME##_block1(MR, K, A, sar, sak, P, ldp, C, ldc);                                         \
+    else if (w == (W) / 2) NAME##_blockh(MR, K, A, sar, sak, P, ldp, C, ldc);                                     \
+    else if (w > 1) NAME##_blockq(MR, K, A, sar, sak, P, ldp, C, ldc);                                            \
     else                                                                                                          \
         for (int r = 0; r < MR; r++) {                                                                            \
             T s = 0;                                                                                              \
-            for (ptrdiff_t k = 0; k < K; k++) s += A[r * lda + k] * P[k];                                         \
+            for (ptrdiff_t k = 0; k < K; k++) s += A[r * sar + k * sak] * P[k * ldp];                             \
             C[r * ldc] += s;                                                                                      \
         }                                                                                                         \
+}                                                                                                                 \
+/* Every block of four rows (then the rest) of A past one panel. */                                               \
+static inline __attribute__((always_inline)) void NAME##_rows(ptrdiff_t M, ptrdiff_t w, ptrdiff_t K, const T *A, \
+        ptrdiff_t sar, ptrdiff_t sak, const T *P, ptrdiff_t ldp, T *C, ptrdiff_t ldc) {                           \
+    ptrdiff_t i0 = 0;                                                                                             \
+    for (; i0 + 4 <= M; i0 += 4) NAME##_panel_rows(4, w, K, A + i0 * sar, sar, sak, P, ldp, C + i0 * ldc, ldc);   \
+    switch (M - i0) {                                                                                             \
+        case 3: NAME##_panel_rows(3, w, K, A + i0 * sar, sar, sak, P, ldp, C + i0 * ldc, ldc); break;             \
+        case 2: NAME##_panel_rows(2, w, K, A + i0 * sar, sar, sak, P, ldp, C + i0 * ldc, ldc); break;             \
+        case 1: NAME##_panel_rows(1, w, K, A + i0 * sar, sar, sak, P, ldp, C + i0 * ldc, ldc); break;             \
+        default: break;                                                                                           \
+    }                                                                                                             \
 }                                                                                                                 \
 /* Pack rows k0 .. k0+Kp-1 of a K x N operand into its panels, from B (element (k, j) at B[k * sk + j * sn]: sk = ldb, \
  * sn = 1 for B itself; sk = 1, sn = ld for a transposed one). Calls for disjoint row ranges fill one operand from   \
@@ -110,14 +127,43 @@ static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t ld
     ptrdiff_t w;                                                                                                  \
     for (ptrdiff_t j0 = 0; j0 < N; j0 += w) {                                                                     \
         w = NAME##_panel(N - j0);                                                                                 \
-        const T *Pj = P + j0 * K;                                                                                 \
-        ptrdiff_t i0 = 0;                                                                                         \
-        for (; i0 + 4 <= M; i0 += 4) NAME##_panel_rows(4, w, K, A + i0 * lda, lda, Pj, C + i0 * ldc + j0, ldc);   \
-        switch (M - i0) {                                                                                         \
-            case 3: NAME##_panel_rows(3, w, K, A + i0 * lda, lda, Pj, C + i0 * ldc + j0, ldc); break;             \
-            case 2: NAME##_panel_rows(2, w, K, A + i0 * lda, lda, Pj, C + i0 * ldc + j0, ldc); break;             \
-            case 1: NAME##_panel_rows(1, w, K, A + i0 * lda, lda, Pj, C + i0 * ldc + j0, ldc); break;             \
-            default: break;                                                                                       \
+        NAME##_rows(M, w, K, A, lda, 1, P + j0 * K, w, C + j0, ldc);                                              \
+    }                                                                                                             \
+}                                                                                                                 \
+/* C (M x N) += A^T B with A (K x M, row stride lda) and B (K x N, ldb) as they lie: the gradient of a weight over   \
+ * all steps, whose K (the steps times the batch) is long and whose rows of A and B lie far apart (a row stride of a \
+ * power of two maps them all to one cache set). So K is cut into chunks of LC_SMALL_GEMM_KC rows, each copied to    \
+ * ``scratch`` ((M + N) * LC_SMALL_GEMM_KC elements): A's as groups of four columns, k-major, B's as panels; then   \
+ * every group of A passes each panel, which stays in L1. */                                                       \
+static void NAME##_at(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t lda, const T *B, ptrdiff_t ldb, \
+                      T *C, ptrdiff_t ldc, T *scratch) {                                                          \
+    T *Ap = scratch, *Bp = scratch + M * LC_SMALL_GEMM_KC;                                                        \
+    ptrdiff_t w, g, k, r, j0;                                                                                     \
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += LC_SMALL_GEMM_KC) {                                                      \
+        ptrdiff_t kc = K - k0 < LC_SMALL_GEMM_KC ? K - k0 : LC_SMALL_GEMM_KC;                                     \
+        const T *Ak = A + k0 * lda, *Bk = B + k0 * ldb;                                                           \
+        for (k = 0; k < kc; k++) {                       /* group g: element (r, k) at Ap[g kc + k mr + r] */     \
+            for (g = 0; g + 4 <= M; g += 4) memcpy(Ap + g * kc + k * 4, Ak + k * lda + g, 4 * sizeof(T));         \
+            for (r = g; r < M; r++) Ap[g * kc + k * (M - g) + r - g] = Ak[k * lda + r];                           \
+        }                                                                                                         \
+        for (j0 = 0; j0 < N; j0 += w) {                  /* panel j0: element (k, c) at Bp[j0 kc + k w + c] */    \
+            w = NAME##_panel(N - j0);                                                                             \
+            if (w == 2 * (W))                                                                                     \
+                for (k = 0; k < kc; k++) memcpy(Bp + j0 * kc + k * w, Bk + k * ldb + j0, 2 * (W) * sizeof(T));    \
+            else                                                                                                  \
+                for (k = 0; k < kc; k++)                                                                          \
+                    for (ptrdiff_t c = 0; c < w; c++) Bp[j0 * kc + k * w + c] = Bk[k * ldb + j0 + c];             \
+        }                                                                                                         \
+        for (j0 = 0; j0 < N; j0 += w) {                                                                           \
+            w = NAME##_panel(N - j0);                                                                             \
+            for (g = 0; g + 4 <= M; g += 4)                                                                       \
+                NAME##_panel_rows(4, w, kc, Ap + g * kc, 1, 4, Bp + j0 * kc, w, C + g * ldc + j0, ldc);           \
+            switch (M - g) {                                                                                      \
+                case 3: NAME##_panel_rows(3, w, kc, Ap + g * kc, 1, 3, Bp + j0 * kc, w, C + g * ldc + j0, ldc); break; \
+                case 2: NAME##_panel_rows(2, w, kc, Ap + g * kc, 1, 2, Bp + j0 * kc, w, C + g * ldc + j0, ldc); break; \
+                case 1: NAME##_panel_rows(1, w, kc, Ap + g * kc, 1, 1, Bp + j0 * kc, w, C + g * ldc + j0, ldc); break; \
+                default: break;                                                                                   \
+            }                                                                                                     \
         }                                                                                                         \
     }                                                                                                             \
 }
@@ -170,5 +216,15 @@ static inline void lc_small_gemm_f(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const 
 static inline void lc_small_gemm_d(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double *A, ptrdiff_t lda,
                                    const double *P, double *C, ptrdiff_t ldc) {
     LC_SMALL_GEMM_DISPATCH(d, , (M, N, K, A, lda, P, C, ldc))
+}
+/* lc_small_gemm_f_at(M, N, K, A, lda, B, ldb, C, ldc, scratch): C (M x N) += A^T B, A (K x M) and B (K x N) row-major,
+ * scratch of (M + N) * LC_SMALL_GEMM_KC elements. _d: doubles. */
+static inline void lc_small_gemm_f_at(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda,
+                                      const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, float *scratch) {
+    LC_SMALL_GEMM_DISPATCH(f, _at, (M, N, K, A, lda, B, ldb, C, ldc, scratch))
+}
+static inline void lc_small_gemm_d_at(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double *A, ptrdiff_t lda,
+                                      const double *B, ptrdiff_t ldb, double *C, ptrdiff_t ldc, double *scratch) {
+    LC_SMALL_GEMM_DISPATCH(d, _at, (M, N, K, A, lda, B, ldb, C, ldc, scratch))
 }
 #endif

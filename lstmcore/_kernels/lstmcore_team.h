@@ -12,8 +12,6 @@
  *                             Waiters spin for some microseconds, then sleep (the machine may be shared).
  *   lc_blas_threads(fn)       the thread count of the BLAS that fn's library links (OpenBLAS, MKL or BLIS): the
  *                             number threadpoolctl.threadpool_limits() and OPENBLAS_NUM_THREADS set; 0 if unknown.
- *   lc_blas_set_threads_local(fn, n)  that BLAS's thread count for the calling thread only (team members call BLAS
- *                             on their own slice, single-threaded); -1 if the BLAS cannot.
  *
  * Without POSIX threads (Windows) the team has one thread and runs fn on the caller.
  */
@@ -202,22 +200,6 @@ static int lc_blas_threads(const void *fn) {
     return query != NULL ? ((int (*)(void))query)() : 0;
 }
 
-/* Sets the BLAS's thread count for the calling thread only (OpenBLAS >= 0.3.27) and returns the previous one, or -1
- * when the BLAS has no such setting (n < 0 sets nothing: 0 if the setting exists). */
-static int lc_blas_set_threads_local(const void *fn, int n) {
-    static const char *const names[] = {"scipy_openblas_set_num_threads_local", "openblas_set_num_threads_local",
-                                        "scipy_openblas_set_num_threads_local64_",
-                                        "openblas_set_num_threads_local64_"};
-    static void *setter = NULL;
-    static int looked = 0;
-    if (!__atomic_load_n(&looked, __ATOMIC_ACQUIRE)) {
-        setter = lc_blas_symbol(fn, names, sizeof names / sizeof names[0]);
-        __atomic_store_n(&looked, 1, __ATOMIC_RELEASE);
-    }
-    if (setter == NULL) return -1;
-    return n < 0 ? 0 : ((int (*)(int))setter)(n); /* n < 0: only tell whether the setting exists */
-}
-
 static int lc_cpu_count(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
@@ -228,7 +210,6 @@ static int lc_cpu_count(void) {
 static inline void lc_team_barrier(void) {}
 static int lc_team_run(int n, lc_team_fn fn, void *ctx) { (void)n; fn(ctx, 0, 1); return 1; }
 static int lc_blas_threads(const void *fn) { (void)fn; return 0; }
-static int lc_blas_set_threads_local(const void *fn, int n) { (void)fn; (void)n; return -1; }
 static int lc_cpu_count(void) { return 1; }
 
 #endif
