@@ -745,7 +745,7 @@ def _fill_pool(value):
 
 # -- threads ------------------------------------------------------------------------------------------------------------
 def blas_threads():
-    """The thread count of the BLAS lstmcore calls (SciPy's OpenBLAS), as threadpoolctl.threadpool_limits and
+    """The thread count of SciPy's BLAS (whose setting the team follows), as threadpoolctl.threadpool_limits and
     OPENBLAS_NUM_THREADS set it; 0 when it cannot be asked."""
     return lc_blas_threads(<const void *> sgemm)
 
