@@ -266,6 +266,23 @@ def test_small_gemm(dtype, b_transposed):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_small_gemm_overwriting_with_a_bias(dtype):
+    """small_gemm_set: C = bias + A @ B (the input projection) and C = A @ B (dx), whatever C held."""
+    spec = SPEC[dtype]
+    for M in (1, 3, 4, 5, 16):
+        for N in (1, 5, 16, 33, 100):
+            for K in (1, 3, 64):
+                A, Bm, bias = rand((M, K), dtype, 1), rand((K, N), dtype, 2), rand((N,), dtype, 3)
+                product = A.astype(np.float64) @ Bm.astype(np.float64)
+                for b in (bias, None):
+                    C = np.full((M, N), np.nan, dtype)
+                    _blas.small_gemm_py[spec](A, Bm, C, False, b, True)
+                    expected = product + (0 if b is None else b.astype(np.float64))
+                    np.testing.assert_allclose(C, expected, rtol=TOL[dtype] * 10, atol=TOL[dtype] * K,
+                                               err_msg=f"M={M} N={N} K={K} bias={b is not None}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_small_gemm_with_a_transposed(dtype):
     """C += A.T @ B over every tail of the row groups, the panels and the chunks of K (LC_SMALL_GEMM_KC = 64)."""
     spec = SPEC[dtype]

@@ -31,6 +31,10 @@ cdef extern from "lstmcore_smallgemm.h" nogil:
                               Py_ssize_t sn, float *packed)
     void lc_small_gemm_d_pack(Py_ssize_t K, Py_ssize_t k0, Py_ssize_t Kp, Py_ssize_t N, const double *B,
                               Py_ssize_t sk, Py_ssize_t sn, double *packed)
+    void lc_small_gemm_f_set(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *A, Py_ssize_t lda,
+                             const float *packed, const float *bias, float *C, Py_ssize_t ldc)
+    void lc_small_gemm_d_set(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double *A, Py_ssize_t lda,
+                             const double *packed, const double *bias, double *C, Py_ssize_t ldc)
     void lc_small_gemm_f_at(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *A, Py_ssize_t lda, const float *B,
                             Py_ssize_t ldb, float *C, Py_ssize_t ldc, float *scratch)
     void lc_small_gemm_d_at(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double *A, Py_ssize_t lda, const double *B,
@@ -57,6 +61,17 @@ cdef inline void small_gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floa
         lc_small_gemm_f(M, N, K, A, lda, packed, C, ldc)
     else:
         lc_small_gemm_d(M, N, K, A, lda, packed, C, ldc)
+
+
+cdef inline void small_gemm_set(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t lda,
+                                const floating *packed, const floating *bias, floating *C,
+                                Py_ssize_t ldc) noexcept nogil:
+    """C (M x N) = bias + A @ B (``bias`` one row of N; NULL: C = A @ B), B packed as for ``small_gemm``: one pass
+    over C where a fill and ``small_gemm`` would make two."""
+    if floating is float:
+        lc_small_gemm_f_set(M, N, K, A, lda, packed, bias, C, ldc)
+    else:
+        lc_small_gemm_d_set(M, N, K, A, lda, packed, bias, C, ldc)
 
 
 cdef inline void small_gemm_at(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating *A, Py_ssize_t lda,

@@ -74,11 +74,14 @@ def simd_path():
     return lc_simd_name().decode()
 
 
-def small_gemm_py(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C, bint b_transposed=False):
-    """Python twin of ``small_gemm`` for tests: ``C += A @ B`` (or ``A @ B.T`` with ``b_transposed``) in place."""
+def small_gemm_py(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C, bint b_transposed=False,
+                  const floating[::1] bias=None, bint overwrite=False):
+    """Python twin of ``small_gemm`` for tests: ``C += A @ B`` (or ``A @ B.T`` with ``b_transposed``) in place; with
+    ``overwrite``, ``small_gemm_set``: ``C = bias + A @ B`` (``bias`` None: ``C = A @ B``)."""
     cdef Py_ssize_t M = A.shape[0], K = A.shape[1]
     cdef Py_ssize_t N = B.shape[0] if b_transposed else B.shape[1]
-    if (B.shape[1] if b_transposed else B.shape[0]) != K or C.shape[0] != M or C.shape[1] != N:
+    if (B.shape[1] if b_transposed else B.shape[0]) != K or C.shape[0] != M or C.shape[1] != N or \
+            (bias is not None and bias.shape[0] != N):
         raise ValueError("small_gemm_py: operand shapes do not agree")
     cdef Py_ssize_t sk = 1 if b_transposed else N
     cdef Py_ssize_t sn = K if b_transposed else 1
@@ -88,7 +91,10 @@ def small_gemm_py(const floating[:, ::1] A, const floating[:, ::1] B, floating[:
         return
     with nogil:
         pack_panels(K, 0, K, N, &B[0, 0], sk, sn, &packed[0])
-        small_gemm(M, N, K, &A[0, 0], K, &packed[0], &C[0, 0], N)
+        if overwrite:
+            small_gemm_set(M, N, K, &A[0, 0], K, &packed[0], &bias[0] if bias is not None else NULL, &C[0, 0], N)
+        else:
+            small_gemm(M, N, K, &A[0, 0], K, &packed[0], &C[0, 0], N)
 
 
 def small_gemm_at_py(const floating[:, ::1] A, const floating[:, ::1] B, floating[:, ::1] C):

@@ -36,7 +36,7 @@ cimport numpy as cnp
 cnp.import_array()
 
 from scipy.linalg.cython_blas cimport sgemm
-from lstmcore._kernels._blas cimport small_gemm, small_gemm_at, small_gemm_at_scratch, pack_panels
+from lstmcore._kernels._blas cimport small_gemm, small_gemm_set, small_gemm_at, small_gemm_at_scratch, pack_panels
 
 
 cdef extern from "lstmcore_team.h" nogil:
@@ -597,8 +597,9 @@ cdef void _backward_team_d(void *ctx, int tid, int nt) noexcept nogil:
 
 
 cdef void _input_projection(const Run *run, Py_ssize_t u0, Py_ssize_t n, floating *tag) noexcept nogil:
-    """pre = b + x W^T in this thread's units of the input blocks, zero in its units of the others: one product for
-    all steps, on the small GEMM with W^T packed per thread, ROW_BLOCK rows of x at a time."""
+    """pre = b + x W^T in this thread's units of the input blocks (the product writes the bias with it), zero in its
+    units of the others: one product for all steps, on the small GEMM with W^T packed per thread, ROW_BLOCK rows of x
+    at a time."""
     cdef const CellDesc *d = run.cell
     cdef const Plan *p = &run.plan
     cdef Py_ssize_t I = run.n_inputs, H = p.H, TB = run.T * run.B, r, k, m0
@@ -611,17 +612,15 @@ cdef void _input_projection(const Run *run, Py_ssize_t u0, Py_ssize_t n, floatin
         return
     for k in range(d.n_input_blocks):
         pack_panels(I, 0, I, n, W + (k * H + u0) * I, 1, I, packed + k * H * I + I * u0)
-    for r in range(TB):
-        for k in range(d.n_blocks):
-            if k < d.n_input_blocks:
-                memcpy(pre + r * p.G + k * H + u0, b + k * H + u0, n * sizeof(floating))
-            else:
+    if d.n_blocks > d.n_input_blocks:
+        for r in range(TB):
+            for k in range(d.n_input_blocks, d.n_blocks):
                 memset(pre + r * p.G + k * H + u0, 0, n * sizeof(floating))
     m0 = 0
     while m0 < TB:
         for k in range(d.n_input_blocks):
-            small_gemm(min(ROW_BLOCK, TB - m0), n, I, x + m0 * I, I, packed + k * H * I + I * u0,
-                       pre + m0 * p.G + k * H + u0, p.G)
+            small_gemm_set(min(ROW_BLOCK, TB - m0), n, I, x + m0 * I, I, packed + k * H * I + I * u0, b + k * H + u0,
+                           pre + m0 * p.G + k * H + u0, p.G)
         m0 += ROW_BLOCK
 
 
@@ -635,13 +634,14 @@ cdef void _input_gradient(const Run *run, int tid, int nt, floating *tag) noexce
     if dx == NULL or i1 <= i0:
         return
     pack_panels(p.GIH, 0, p.GIH, i1 - i0, <const floating *> run.W + i0, I, 1, packed + p.GIH * i0)
-    if not run.accumulate_dx:
-        for m in range(TB):
-            memset(dx + m * I + i0, 0, (i1 - i0) * sizeof(floating))
     m0 = 0
     while m0 < TB:
-        small_gemm(min(ROW_BLOCK, TB - m0), i1 - i0, p.GIH, <const floating *> run.d_pre + m0 * p.G, p.G,
-                   packed + p.GIH * i0, dx + m0 * I + i0, I)
+        if run.accumulate_dx:
+            small_gemm(min(ROW_BLOCK, TB - m0), i1 - i0, p.GIH, <const floating *> run.d_pre + m0 * p.G, p.G,
+                       packed + p.GIH * i0, dx + m0 * I + i0, I)
+        else:
+            small_gemm_set(min(ROW_BLOCK, TB - m0), i1 - i0, p.GIH, <const floating *> run.d_pre + m0 * p.G, p.G,
+                           packed + p.GIH * i0, <const floating *> NULL, dx + m0 * I + i0, I)
         m0 += ROW_BLOCK
 
 

@@ -32,7 +32,7 @@
 #define LC_SMALL_GEMM_BLOCK(NAME, SUF, T, VW, NV)                                                                 \
 typedef T NAME##_v##SUF __attribute__((vector_size((VW) * sizeof(T))));                                          \
 static inline __attribute__((always_inline)) void NAME##_block##SUF(const int MR, ptrdiff_t K, const T *A,      \
-        ptrdiff_t sar, ptrdiff_t sak, const T *P, ptrdiff_t ldp, T *C, ptrdiff_t ldc) {                           \
+        ptrdiff_t sar, ptrdiff_t sak, const T *P, ptrdiff_t ldp, T *C, ptrdiff_t ldc, int set, const T *bias) {   \
     typedef NAME##_v##SUF V;                                                                                      \
     const int KU = (8 + MR * (NV) - 1) / (MR * (NV));                                                             \
     V acc[8][4][NV];                                                                                              \
@@ -62,7 +62,10 @@ static inline __attribute__((always_inline)) void NAME##_block##SUF(const int MR
             for (int v = 0; v < (NV); v++) acc[0][r][v] += acc[u][r][v];                                          \
     for (int r = 0; r < MR; r++)                                                                                  \
         for (int v = 0; v < (NV); v++) {                                                                          \
-            V c; memcpy(&c, C + r * ldc + v * (VW), sizeof c); c += acc[0][r][v];                                 \
+            V c = (V){0};                                                                                         \
+            if (!set) memcpy(&c, C + r * ldc + v * (VW), sizeof c);                                               \
+            else if (bias != NULL) memcpy(&c, bias + v * (VW), sizeof c);                                         \
+            c += acc[0][r][v];                                                                                    \
             memcpy(C + r * ldc + v * (VW), &c, sizeof c);                                                         \
         }                                                                                                         \
 }
@@ -85,27 +88,29 @@ static inline __attribute__((always_inline)) ptrdiff_t NAME##_panel(ptrdiff_t le
 }                                                                                                                 \
 /* MR rows of A (element (r, k) at A[r * sar + k * sak]) against the panel of width w at P (row k at P + k * ldp). */ \
 static inline __attribute__((always_inline)) void NAME##_panel_rows(const int MR, ptrdiff_t w, ptrdiff_t K,      \
-        const T *A, ptrdiff_t sar, ptrdiff_t sak, const T *P, ptrdiff_t ldp, T *C, ptrdiff_t ldc) {               \
-    if (w == 2 * (W)) NAME##_block2(MR, K, A, sar, sak, P, ldp, C, ldc);                                          \
-    else if (w == (W)) NAME##_block1(MR, K, A, sar, sak, P, ldp, C, ldc);                                         \
-    else if (w == (W) / 2) NAME##_blockh(MR, K, A, sar, sak, P, ldp, C, ldc);                                     \
-    else if (w > 1) NAME##_blockq(MR, K, A, sar, sak, P, ldp, C, ldc);                                            \
+        const T *A, ptrdiff_t sar, ptrdiff_t sak, const T *P, ptrdiff_t ldp, T *C, ptrdiff_t ldc, int set,        \
+        const T *bias) {                                                                                          \
+    if (w == 2 * (W)) NAME##_block2(MR, K, A, sar, sak, P, ldp, C, ldc, set, bias);                               \
+    else if (w == (W)) NAME##_block1(MR, K, A, sar, sak, P, ldp, C, ldc, set, bias);                              \
+    else if (w == (W) / 2) NAME##_blockh(MR, K, A, sar, sak, P, ldp, C, ldc, set, bias);                          \
+    else if (w > 1) NAME##_blockq(MR, K, A, sar, sak, P, ldp, C, ldc, set, bias);                                 \
     else                                                                                                          \
         for (int r = 0; r < MR; r++) {                                                                            \
             T s = 0;                                                                                              \
             for (ptrdiff_t k = 0; k < K; k++) s += A[r * sar + k * sak] * P[k * ldp];                             \
-            C[r * ldc] += s;                                                                                      \
+            C[r * ldc] = (set ? (bias != NULL ? bias[0] : 0) : C[r * ldc]) + s;                                  \
         }                                                                                                         \
 }                                                                                                                 \
-/* Every block of four rows (then the rest) of A past one panel. */                                               \
+/* Every block of four rows (then the rest) of A past one panel; with ``set``, C = bias + A B (bias: one row of    \
+ * the panel's columns, or NULL for none) instead of C += A B. */                                                 \
 static inline __attribute__((always_inline)) void NAME##_rows(ptrdiff_t M, ptrdiff_t w, ptrdiff_t K, const T *A, \
-        ptrdiff_t sar, ptrdiff_t sak, const T *P, ptrdiff_t ldp, T *C, ptrdiff_t ldc) {                           \
+        ptrdiff_t sar, ptrdiff_t sak, const T *P, ptrdiff_t ldp, T *C, ptrdiff_t ldc, int set, const T *bias) {   \
     ptrdiff_t i0 = 0;                                                                                             \
-    for (; i0 + 4 <= M; i0 += 4) NAME##_panel_rows(4, w, K, A + i0 * sar, sar, sak, P, ldp, C + i0 * ldc, ldc);   \
+    for (; i0 + 4 <= M; i0 += 4) NAME##_panel_rows(4, w, K, A + i0 * sar, sar, sak, P, ldp, C + i0 * ldc, ldc, set, bias);   \
     switch (M - i0) {                                                                                             \
-        case 3: NAME##_panel_rows(3, w, K, A + i0 * sar, sar, sak, P, ldp, C + i0 * ldc, ldc); break;             \
-        case 2: NAME##_panel_rows(2, w, K, A + i0 * sar, sar, sak, P, ldp, C + i0 * ldc, ldc); break;             \
-        case 1: NAME##_panel_rows(1, w, K, A + i0 * sar, sar, sak, P, ldp, C + i0 * ldc, ldc); break;             \
+        case 3: NAME##_panel_rows(3, w, K, A + i0 * sar, sar, sak, P, ldp, C + i0 * ldc, ldc, set, bias); break;             \
+        case 2: NAME##_panel_rows(2, w, K, A + i0 * sar, sar, sak, P, ldp, C + i0 * ldc, ldc, set, bias); break;             \
+        case 1: NAME##_panel_rows(1, w, K, A + i0 * sar, sar, sak, P, ldp, C + i0 * ldc, ldc, set, bias); break;             \
         default: break;                                                                                           \
     }                                                                                                             \
 }                                                                                                                 \
@@ -127,7 +132,17 @@ static void NAME(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t ld
     ptrdiff_t w;                                                                                                  \
     for (ptrdiff_t j0 = 0; j0 < N; j0 += w) {                                                                     \
         w = NAME##_panel(N - j0);                                                                                 \
-        NAME##_rows(M, w, K, A, lda, 1, P + j0 * K, w, C + j0, ldc);                                              \
+        NAME##_rows(M, w, K, A, lda, 1, P + j0 * K, w, C + j0, ldc, 0, NULL);                                     \
+    }                                                                                                             \
+}                                                                                                                 \
+/* C = bias + A @ B (bias: one row of N, or NULL for C = A @ B), in one pass over C: the input projection writes    \
+ * the bias with the product. */                                                                                  \
+static void NAME##_set(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff_t lda, const T *P,             \
+                       const T *bias, T *C, ptrdiff_t ldc) {                                                      \
+    ptrdiff_t w;                                                                                                  \
+    for (ptrdiff_t j0 = 0; j0 < N; j0 += w) {                                                                     \
+        w = NAME##_panel(N - j0);                                                                                 \
+        NAME##_rows(M, w, K, A, lda, 1, P + j0 * K, w, C + j0, ldc, 1, bias != NULL ? bias + j0 : NULL);          \
     }                                                                                                             \
 }                                                                                                                 \
 /* C (M x N) += A^T B with A (K x M, row stride lda) and B (K x N, ldb) as they lie: the gradient of a weight over   \
@@ -157,11 +172,11 @@ static void NAME##_at(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const T *A, ptrdiff
         for (j0 = 0; j0 < N; j0 += w) {                                                                           \
             w = NAME##_panel(N - j0);                                                                             \
             for (g = 0; g + 4 <= M; g += 4)                                                                       \
-                NAME##_panel_rows(4, w, kc, Ap + g * kc, 1, 4, Bp + j0 * kc, w, C + g * ldc + j0, ldc);           \
+                NAME##_panel_rows(4, w, kc, Ap + g * kc, 1, 4, Bp + j0 * kc, w, C + g * ldc + j0, ldc, 0, NULL);           \
             switch (M - g) {                                                                                      \
-                case 3: NAME##_panel_rows(3, w, kc, Ap + g * kc, 1, 3, Bp + j0 * kc, w, C + g * ldc + j0, ldc); break; \
-                case 2: NAME##_panel_rows(2, w, kc, Ap + g * kc, 1, 2, Bp + j0 * kc, w, C + g * ldc + j0, ldc); break; \
-                case 1: NAME##_panel_rows(1, w, kc, Ap + g * kc, 1, 1, Bp + j0 * kc, w, C + g * ldc + j0, ldc); break; \
+                case 3: NAME##_panel_rows(3, w, kc, Ap + g * kc, 1, 3, Bp + j0 * kc, w, C + g * ldc + j0, ldc, 0, NULL); break; \
+                case 2: NAME##_panel_rows(2, w, kc, Ap + g * kc, 1, 2, Bp + j0 * kc, w, C + g * ldc + j0, ldc, 0, NULL); break; \
+                case 1: NAME##_panel_rows(1, w, kc, Ap + g * kc, 1, 1, Bp + j0 * kc, w, C + g * ldc + j0, ldc, 0, NULL); break; \
                 default: break;                                                                                   \
             }                                                                                                     \
         }                                                                                                         \
@@ -216,6 +231,15 @@ static inline void lc_small_gemm_f(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const 
 static inline void lc_small_gemm_d(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double *A, ptrdiff_t lda,
                                    const double *P, double *C, ptrdiff_t ldc) {
     LC_SMALL_GEMM_DISPATCH(d, , (M, N, K, A, lda, P, C, ldc))
+}
+/* lc_small_gemm_f_set(M, N, K, A, lda, packed, bias, C, ldc): C = bias + A @ B (bias NULL: C = A @ B). _d: doubles. */
+static inline void lc_small_gemm_f_set(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const float *A, ptrdiff_t lda,
+                                       const float *P, const float *bias, float *C, ptrdiff_t ldc) {
+    LC_SMALL_GEMM_DISPATCH(f, _set, (M, N, K, A, lda, P, bias, C, ldc))
+}
+static inline void lc_small_gemm_d_set(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const double *A, ptrdiff_t lda,
+                                       const double *P, const double *bias, double *C, ptrdiff_t ldc) {
+    LC_SMALL_GEMM_DISPATCH(d, _set, (M, N, K, A, lda, P, bias, C, ldc))
 }
 /* lc_small_gemm_f_at(M, N, K, A, lda, B, ldb, C, ldc, scratch): C (M x N) += A^T B, A (K x M) and B (K x N) row-major,
  * scratch of (M + N) * LC_SMALL_GEMM_KC elements. _d: doubles. */
