@@ -1,4 +1,6 @@
 """The BLAS shim (row-major over scipy's column-major BLAS) and the activation helpers, through their Python twins."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -268,34 +270,30 @@ def test_small_gemm(dtype, b_transposed):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_small_gemm_overwriting_with_a_bias(dtype):
     """small_gemm_set: C = bias + A @ B (the input projection) and C = A @ B (dx), whatever C held."""
-    spec = SPEC[dtype]
-    for M in (1, 3, 4, 5, 16):
-        for N in (1, 5, 16, 33, 100):
-            for K in (1, 3, 64):
-                A, Bm, bias = rand((M, K), dtype, 1), rand((K, N), dtype, 2), rand((N,), dtype, 3)
-                product = A.astype(np.float64) @ Bm.astype(np.float64)
-                for b in (bias, None):
-                    C = np.full((M, N), np.nan, dtype)
-                    _blas.small_gemm_py[spec](A, Bm, C, False, b, True)
-                    expected = product + (0 if b is None else b.astype(np.float64))
-                    np.testing.assert_allclose(C, expected, rtol=TOL[dtype] * 10, atol=TOL[dtype] * K,
-                                               err_msg=f"M={M} N={N} K={K} bias={b is not None}")
+    for M, N, K, with_bias in itertools.product((1, 3, 4, 5, 16), (1, 5, 16, 33, 100), (1, 3, 64), (True, False)):
+        A, Bm = rand((M, K), dtype, 1), rand((K, N), dtype, 2)
+        bias = rand((N,), dtype, 3) if with_bias else None
+        C = np.full((M, N), np.nan, dtype)
+        _blas.small_gemm_py[SPEC[dtype]](A, Bm, C, False, bias, True)
+        expected = A.astype(np.float64) @ Bm.astype(np.float64) + (0 if bias is None else bias)
+        _assert_gemm_close(C, expected, dtype, K, f"M={M} N={N} K={K} bias={with_bias}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_small_gemm_with_a_transposed(dtype):
     """C += A.T @ B over every tail of the row groups, the panels and the chunks of K (LC_SMALL_GEMM_KC = 64)."""
     spec = SPEC[dtype]
-    for M in (1, 3, 4, 5, 37):
-        for N in (1, 5, 16, 33, 100):
-            for K in (1, 63, 64, 65, 200):
-                A, Bm, C = rand((K, M), dtype, 1), rand((K, N), dtype, 2), rand((M, N), dtype, 3)
-                expected = C.astype(np.float64) + A.T.astype(np.float64) @ Bm.astype(np.float64)
-                _blas.small_gemm_at_py[spec](A, Bm, C)
-                np.testing.assert_allclose(C, expected, rtol=TOL[dtype] * 10, atol=TOL[dtype] * K,
-                                           err_msg=f"M={M} N={N} K={K}")
+    for M, N, K in itertools.product((1, 3, 4, 5, 37), (1, 5, 16, 33, 100), (1, 63, 64, 65, 200)):
+        A, Bm, C = rand((K, M), dtype, 1), rand((K, N), dtype, 2), rand((M, N), dtype, 3)
+        expected = C.astype(np.float64) + A.T.astype(np.float64) @ Bm.astype(np.float64)
+        _blas.small_gemm_at_py[spec](A, Bm, C)
+        _assert_gemm_close(C, expected, dtype, K, f"M={M} N={N} K={K}")
     with pytest.raises(ValueError):
         _blas.small_gemm_at_py[spec](np.zeros((3, 2), dtype), np.zeros((4, 5), dtype), np.zeros((2, 5), dtype))
+
+
+def _assert_gemm_close(C, expected, dtype, K, message):
+    np.testing.assert_allclose(C, expected, rtol=TOL[dtype] * 10, atol=TOL[dtype] * K, err_msg=message)
 
 
 def test_small_gemm_shape_mismatch():
