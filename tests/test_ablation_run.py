@@ -160,7 +160,9 @@ def test_sigkill_mid_trial_then_resume_loses_and_duplicates_nothing(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_sigint_or_sigterm_stops_cleanly_and_records_the_running_trial(tmp_path, signum):
     out = tmp_path / "study"
-    process = _cli(*SLOW_TRIALS, "--out", str(out), cwd=tmp_path)
+    # far more trials than can finish before the signal, so that a trial is running when it comes, however fast
+    trials = [*SLOW_TRIALS[:SLOW_TRIALS.index("--trials") + 1], "400", *SLOW_TRIALS[SLOW_TRIALS.index("--trials") + 2:]]
+    process = _cli(*trials, "--out", str(out), cwd=tmp_path)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         time.sleep(0.2)
@@ -169,6 +171,7 @@ def test_sigint_or_sigterm_stops_cleanly_and_records_the_running_trial(tmp_path,
                 break
         except Exception:
             continue
+    assert process.poll() is None, "the study ended before a trial was seen running"
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
