@@ -130,3 +130,19 @@ def test_parameters_and_option():
         lstmcore.LSTM(3, 4, variant="lnlstm", carry_normalised_cell="yes")
     with pytest.raises(TypeError, match="unknown option"):
         lstmcore.LSTM(3, 4, variant="lnlstm", clip=1.0)
+
+
+@pytest.mark.slow
+def test_lstmcore_ablate_runs_the_new_cells(tmp_path):
+    """``lstmcore ablate --variants`` accepts lnlstm and slstm and trains each (one quick trial, a real worker)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "study"
+    done = subprocess.run([sys.executable, "-m", "lstmcore", "ablate", "--variants", "vanilla,lnlstm,slstm", "--quick",
+                           "--trials", "1", "--epochs", "1", "--jobs", "1", "--threads", "1", "--quiet",
+                           "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "3 of 3 planned trials complete, 0 failed" in done.stdout + done.stderr
+    assert list(json.loads((out / "study.json").read_text())["variants"]) == ["vanilla", "lnlstm", "slstm"]

@@ -11,9 +11,9 @@ One step, per batch row (LN normalises over the whole row of a block: LN(v) = (v
 
 Layout for the driver: ``whole_rows`` (a norm reads its whole row, so threads split rows, not units). Blocks 0-3 get
 W x (the variant passes a zero input bias: a bias before a norm would be normalised away), blocks 4-7 get R h_{t-1}
-(not fed by x). The forward leaves LN(W x) and LN(R h) in those blocks for the backward; the cache holds the gates
-[i, f, o, z], LN(s), tanh(c_n) and the rows' three reciprocal standard deviations (in ``stats_vectors`` H-wide vectors,
-3 numbers per row). The step's parameters are [gain_x (4H), gain_r (4H), b (4H), gain_c (H), bias_c (H)].
+(not fed by x). The forward only reads them (the backward recomputes LN from them and the statistics: fewer stores);
+the cache holds the gates [i, f, o, z], s, tanh(c_n) and the row's mean and 1/std of each norm (6 numbers, in
+``stats_vectors`` H-wide vectors). The step's parameters are [gain_x (4H), gain_r (4H), b (4H), gain_c (H), bias_c (H)].
 
 Backward (g = dE/d of a norm's output times its gain, n its width, v̂ its normalised input, rstd its 1/std):
 dE/dv = rstd * (g - mean(g) - v̂ * mean(g * v̂)); the gains get Σ dE/dout * v̂, the biases Σ dE/dout (docs/cells.md).
@@ -29,9 +29,9 @@ EPS = 1e-5
 
 cdef extern from "lstmcore_rows.h" nogil:
     # one row of the step, fused and vectorised on the SIMD path in use (the equations above)
-    void lc_lnlstm_forward_f(Py_ssize_t H, int carry_normalised, float eps, float *pre, float *cache, float *stats,
-                             const float *p, const float *c_prev, float *h_next, float *c_next, float *out)
-    void lc_lnlstm_forward_d(Py_ssize_t H, int carry_normalised, double eps, double *pre, double *cache,
+    void lc_lnlstm_forward_f(Py_ssize_t H, int carry_normalised, float eps, const float *pre, float *cache,
+                             float *stats, const float *p, const float *c_prev, float *h_next, float *c_next, float *out)
+    void lc_lnlstm_forward_d(Py_ssize_t H, int carry_normalised, double eps, const double *pre, double *cache,
                              double *stats, const double *p, const double *c_prev, double *h_next, double *c_next,
                              double *out)
     void lc_lnlstm_backward_f(Py_ssize_t H, int carry_normalised, const float *pre, const float *cache,
@@ -45,7 +45,7 @@ cdef extern from "lstmcore_rows.h" nogil:
 cdef struct LNSpec:
     bint carry_normalised      # carry c_n (PyTorch's benchmark cell) instead of s (haste, Ba et al.)
     double eps
-    Py_ssize_t stats           # the cache vector that holds the rows' three 1/std
+    Py_ssize_t stats           # the cache vector that holds the rows' norm statistics (6 numbers)
 
 
 cdef void _forward(const LNSpec *s, const StepView *v, floating *pre) noexcept nogil:
@@ -97,12 +97,12 @@ cdef void _backward_d(const CellDesc *cell, const StepView *v) noexcept nogil:
 
 
 def stats_vectors(Py_ssize_t hidden_size):
-    """H-wide cache vectors that hold the three numbers per row (1/std of W x, of R h and of s)."""
-    return (3 + hidden_size - 1) // hidden_size
+    """H-wide cache vectors that hold the six numbers per row (mean and 1/std of W x, of R h and of s)."""
+    return (6 + hidden_size - 1) // hidden_size
 
 
 cdef class LayerNormKernel(CellKernel):
-    """The layer-norm LSTM step for hidden size ``hidden_size`` (the cache holds three numbers per row, in whole
+    """The layer-norm LSTM step for hidden size ``hidden_size`` (the cache holds six numbers per row, in whole
     H-wide vectors): ``LayerNormKernel(hidden_size, carry_normalised=False)``."""
     cdef LNSpec spec
     cdef readonly bint carry_normalised
@@ -117,7 +117,7 @@ cdef class LayerNormKernel(CellKernel):
         d.n_blocks, d.n_input_blocks = 8, 4      # [W x: i, f, o, z | R h: i, f, o, z]
         d.n_carried = d.n_states = 2             # h, c
         d.state_vector[0], d.state_vector[1] = 0, 1
-        d.n_cache = 6 + stats_vectors(hidden_size)   # gates (4), LN(s), tanh(c_n), the 1/std
+        d.n_cache = 6 + stats_vectors(hidden_size)   # gates (4), s, tanh(c_n), the norms' statistics
         d.n_stage_input = 0
         d.n_params = 14                          # gain_x (4), gain_r (4), b (4), gain_c, bias_c
         d.n_stages = 1

@@ -43,109 +43,98 @@ static void lc_norm_stats_##TS##_##SUF(const T *restrict v, ptrdiff_t n, T eps, 
     *mean = shift + mu;                                                                                            \
     *rstd = (T)1 / LC_SQRT((var > 0 ? var : 0) + eps);                                                             \
 }                                                                                                                  \
-/* the sums of g = d * gain and of g * vhat over a row (the layer norm's backward) */                              \
-static void lc_norm_backward_sums_##TS##_##SUF(const T *d, const T *gain, const T *vhat, ptrdiff_t n, T *sum_g,    \
-                                               T *sum_gv) {                                                       \
-    T acc[LC_ROW_LANES] = {0}, acc_v[LC_ROW_LANES] = {0}, total = 0, total_v = 0, g;                               \
-    ptrdiff_t j, k, m = n - n % LC_ROW_LANES;                                                                      \
-    for (j = 0; j < m; j += LC_ROW_LANES)                                                                          \
-        for (k = 0; k < LC_ROW_LANES; k++) {                                                                       \
-            g = d[j + k] * gain[j + k];                                                                            \
-            acc[k] += g;                                                                                           \
-            acc_v[k] += g * vhat[j + k];                                                                           \
-        }                                                                                                          \
-    for (k = 0; k < LC_ROW_LANES; k++) { total += acc[k]; total_v += acc_v[k]; }                                   \
-    for (j = m; j < n; j++) { g = d[j] * gain[j]; total += g; total_v += g * vhat[j]; }                            \
-    *sum_g = total;                                                                                                \
-    *sum_gv = total_v;                                                                                             \
-}                                                                                                                  \
-/* layer-norm LSTM forward, one row (see _lnlstm.pyx): pre = [W x | R h] (8H) in, [LN(W x) | LN(R h)] out; cache =  \
- * [i, f, o, z, LN(s), tanh(c_n), ..., the three 1/std at stats]; params = [gain_x, gain_r, b, gain_c, bias_c] */  \
-static void lc_lnlstm_forward_##TS##_##SUF(ptrdiff_t H, int carry_normalised, T eps, T *restrict pre,              \
-                                           T *restrict cache, T *restrict stats, const T *restrict p,             \
-                                           const T *restrict c_prev, T *restrict h_next, T *restrict c_next,      \
-                                           T *restrict out) {                                                     \
-    ptrdiff_t G = 4 * H, j;                                                                                        \
-    T mx, rx, mr, rr, mc, rc;                                                                                      \
-    T *restrict s = cache + G, *restrict tanh_c = cache + G + H;                                                   \
-    lc_norm_stats_##TS##_##SUF(pre, G, eps, &mx, &rx);                                                             \
-    lc_norm_stats_##TS##_##SUF(pre + G, G, eps, &mr, &rr);                                                         \
-    for (j = 0; j < G; j++) {                                                                                      \
-        T x = (pre[j] - mx) * rx, r = (pre[G + j] - mr) * rr;                                                      \
-        pre[j] = x;                                                                                                \
-        pre[G + j] = r;                                                                                            \
-        cache[j] = p[j] * x + p[G + j] * r + p[2 * G + j];                                                         \
-    }                                                                                                              \
-    for (j = 0; j < 3 * H; j++) cache[j] = LC_SIGMOID(cache[j]);                                                   \
-    for (j = 3 * H; j < G; j++) cache[j] = LC_TANH(cache[j]);                                                      \
-    for (j = 0; j < H; j++) {                                                                                      \
-        s[j] = cache[H + j] * c_prev[j] + cache[j] * cache[3 * H + j];                                             \
-        c_next[j] = s[j];                                                                                          \
-    }                                                                                                              \
-    lc_norm_stats_##TS##_##SUF(s, H, eps, &mc, &rc);                                                               \
-    for (j = 0; j < H; j++) {                                                                                      \
-        T v = (s[j] - mc) * rc, cn = p[3 * G + j] * v + p[3 * G + H + j];                                          \
-        s[j] = v;                                                                                                  \
-        c_next[j] = carry_normalised ? cn : c_next[j];                                                             \
-        T t = LC_TANH(cn), y = cache[2 * H + j] * t;                                                               \
-        tanh_c[j] = t;                                                                                             \
-        h_next[j] = y;                                                                                             \
-        out[j] = y;                                                                                                \
-    }                                                                                                              \
-    stats[0] = rx;                                                                                                 \
-    stats[1] = rr;                                                                                                 \
-    stats[2] = rc;                                                                                                 \
-}                                                                                                                  \
-/* d_in = dE/dv for out = gain * vhat + bias, from d_out; in place when d_in is NULL (separate loops: with one loop \
- * for both, the run-time overlap check sends the in-place call to the scalar fallback) */                         \
-static void lc_norm_backward_##TS##_##SUF(const T *restrict vhat, T *restrict d_out, const T *restrict gain,       \
-                                          T rstd, T *restrict d_in, ptrdiff_t n) {                                \
-    T sum_g, sum_gv;                                                                                               \
-    ptrdiff_t j;                                                                                                   \
-    lc_norm_backward_sums_##TS##_##SUF(d_out, gain, vhat, n, &sum_g, &sum_gv);                                     \
-    T mean_g = sum_g / (T)n, mean_gv = sum_gv / (T)n;                                                              \
-    if (d_in == NULL)                                                                                              \
-        for (j = 0; j < n; j++) d_out[j] = rstd * (d_out[j] * gain[j] - mean_g - vhat[j] * mean_gv);               \
-    else                                                                                                           \
-        for (j = 0; j < n; j++) d_in[j] = rstd * (d_out[j] * gain[j] - mean_g - vhat[j] * mean_gv);                \
-}                                                                                                                  \
-/* layer-norm LSTM backward, one row: ds = dE/d[h, c] after the step in, the share before it that bypasses R out;  \
- * d_pre = [dE/d(W x) | dE/d(R h)] out (its blocks are scratch before: dE/dc_n, then the gates' deltas) */          \
-static void lc_lnlstm_backward_##TS##_##SUF(ptrdiff_t H, int carry_normalised, const T *restrict pre,              \
-                                            const T *restrict cache, const T *restrict stats,                     \
-                                            const T *restrict p, const T *restrict c_prev,                        \
-                                            const T *restrict d_out, T *restrict ds, T *restrict d_pre,           \
-                                            T *restrict dp) {                                                     \
-    ptrdiff_t G = 4 * H, j;                                                                                        \
-    const T *restrict s = cache + G, *restrict tanh_c = cache + G + H;                                             \
-    T *restrict d_cn = d_pre, *restrict da = d_pre + G;                                                            \
-    T carried = carry_normalised ? 1 : 0;                                                                          \
-    for (j = 0; j < H; j++) { /* h = o tanh(c_n) */                                                                \
-        T dy = ds[j] + d_out[j], o = cache[2 * H + j];                                                             \
-        da[2 * H + j] = dy * tanh_c[j] * o * (1 - o);                                                              \
-        T dc = dy * o * (1 - tanh_c[j] * tanh_c[j]) + carried * ds[H + j];                                         \
-        d_cn[j] = dc;                                                                                              \
-        dp[3 * G + j] += dc * s[j];                                                                                \
-        dp[3 * G + H + j] += dc;                                                                                   \
-        ds[j] = 0; /* h_{t-1} reaches the step only through R, whose share the driver adds */                      \
-    }                                                                                                              \
-    lc_norm_backward_##TS##_##SUF(s, d_cn, p + 3 * G, stats[2], NULL, H); /* now dE/ds */                          \
-    for (j = 0; j < H; j++) { /* s = f c_{t-1} + i z */                                                            \
-        T dc = d_cn[j] + (1 - carried) * ds[H + j];                                                                \
-        T i = cache[j], f = cache[H + j], z = cache[3 * H + j];                                                    \
-        da[j] = dc * z * i * (1 - i);                                                                              \
-        da[H + j] = dc * c_prev[j] * f * (1 - f);                                                                  \
-        da[3 * H + j] = dc * i * (1 - z * z);                                                                      \
-        ds[H + j] = dc * f;                                                                                        \
-    }                                                                                                              \
-    for (j = 0; j < G; j++) {                                                                                      \
-        dp[j] += da[j] * pre[j];                                                                                   \
-        dp[G + j] += da[j] * pre[G + j];                                                                           \
-        dp[2 * G + j] += da[j];                                                                                    \
-    }                                                                                                              \
-    lc_norm_backward_##TS##_##SUF(pre, da, p, stats[0], d_pre, G);      /* dE/d(W x) */                            \
-    lc_norm_backward_##TS##_##SUF(pre + G, da, p + G, stats[1], NULL, G); /* dE/d(R h) */                          \
-}                                                                                                                  \
+/* the layer norm's backward for out = gain * vhat + bias, vhat = (v - mean) * rstd recomputed from v: d_in =         \
+ * dE/dv = rstd * (g - mean(g) - vhat * mean(g * vhat)), g = d_out * gain; in place when d_in is NULL (separate       \
+ * loops: with one loop for both, the run-time overlap check sends the in-place call to the scalar fallback) */       \
+static void lc_norm_backward_##TS##_##SUF(const T *restrict v, T mean, T rstd, T *restrict d_out,                     \
+                                          const T *restrict gain, T *restrict d_in, ptrdiff_t n) {                    \
+    T acc[LC_ROW_LANES] = {0}, acc_v[LC_ROW_LANES] = {0}, sum_g = 0, sum_gv = 0, g;                                   \
+    ptrdiff_t j, k, m = n - n % LC_ROW_LANES;                                                                         \
+    for (j = 0; j < m; j += LC_ROW_LANES)                                                                             \
+        for (k = 0; k < LC_ROW_LANES; k++) {                                                                          \
+            g = d_out[j + k] * gain[j + k];                                                                           \
+            acc[k] += g;                                                                                              \
+            acc_v[k] += g * ((v[j + k] - mean) * rstd);                                                               \
+        }                                                                                                             \
+    for (k = 0; k < LC_ROW_LANES; k++) { sum_g += acc[k]; sum_gv += acc_v[k]; }                                       \
+    for (j = m; j < n; j++) { g = d_out[j] * gain[j]; sum_g += g; sum_gv += g * ((v[j] - mean) * rstd); }             \
+    T mean_g = sum_g / (T)n, mean_gv = sum_gv / (T)n;                                                                 \
+    if (d_in == NULL)                                                                                                 \
+        for (j = 0; j < n; j++)                                                                                       \
+            d_out[j] = rstd * (d_out[j] * gain[j] - mean_g - (v[j] - mean) * rstd * mean_gv);                         \
+    else                                                                                                              \
+        for (j = 0; j < n; j++)                                                                                       \
+            d_in[j] = rstd * (d_out[j] * gain[j] - mean_g - (v[j] - mean) * rstd * mean_gv);                          \
+}                                                                                                                     \
+/* layer-norm LSTM forward, one row (see _lnlstm.pyx): pre = [W x | R h] (8H), read only (the backward recomputes     \
+ * the normalised values from it); cache = [i, f, o, z, s, tanh(c_n)]; stats = the norms' mean and 1/std, of W x,     \
+ * R h and s; params p = [gain_x, gain_r, b, gain_c, bias_c] */                                                       \
+static void lc_lnlstm_forward_##TS##_##SUF(ptrdiff_t H, int carry_normalised, T eps, const T *restrict pre,           \
+                                           T *restrict cache, T *restrict stats, const T *restrict p,                 \
+                                           const T *restrict c_prev, T *restrict h_next, T *restrict c_next,          \
+                                           T *restrict out) {                                                         \
+    ptrdiff_t G = 4 * H, j;                                                                                           \
+    T mx, rx, mr, rr, mc, rc;                                                                                         \
+    T *restrict s = cache + G, *restrict tanh_c = cache + G + H;                                                      \
+    lc_norm_stats_##TS##_##SUF(pre, G, eps, &mx, &rx);                                                                \
+    lc_norm_stats_##TS##_##SUF(pre + G, G, eps, &mr, &rr);                                                            \
+    for (j = 0; j < G; j++)                                                                                           \
+        cache[j] = p[j] * ((pre[j] - mx) * rx) + p[G + j] * ((pre[G + j] - mr) * rr) + p[2 * G + j];                  \
+    for (j = 0; j < 3 * H; j++) cache[j] = LC_SIGMOID(cache[j]);                                                      \
+    for (j = 3 * H; j < G; j++) cache[j] = LC_TANH(cache[j]);                                                         \
+    for (j = 0; j < H; j++) {                                                                                         \
+        s[j] = cache[H + j] * c_prev[j] + cache[j] * cache[3 * H + j];                                                \
+        c_next[j] = s[j];                                                                                             \
+    }                                                                                                                 \
+    lc_norm_stats_##TS##_##SUF(s, H, eps, &mc, &rc);                                                                  \
+    for (j = 0; j < H; j++) {                                                                                         \
+        T cn = p[3 * G + j] * ((s[j] - mc) * rc) + p[3 * G + H + j];                                                  \
+        c_next[j] = carry_normalised ? cn : c_next[j];                                                                \
+        T t = LC_TANH(cn), y = cache[2 * H + j] * t;                                                                  \
+        tanh_c[j] = t;                                                                                                \
+        h_next[j] = y;                                                                                                \
+        out[j] = y;                                                                                                   \
+    }                                                                                                                 \
+    stats[0] = mx; stats[1] = rx; stats[2] = mr; stats[3] = rr; stats[4] = mc; stats[5] = rc;                         \
+}                                                                                                                     \
+/* layer-norm LSTM backward, one row: ds = dE/d[h, c] after the step in, the share before it that bypasses R out;     \
+ * d_pre = [dE/d(W x) | dE/d(R h)] out (its blocks are scratch before: dE/dc_n, then the gates' deltas) */            \
+static void lc_lnlstm_backward_##TS##_##SUF(ptrdiff_t H, int carry_normalised, const T *restrict pre,                 \
+                                            const T *restrict cache, const T *restrict stats,                         \
+                                            const T *restrict p, const T *restrict c_prev,                            \
+                                            const T *restrict d_out, T *restrict ds, T *restrict d_pre,               \
+                                            T *restrict dp) {                                                         \
+    ptrdiff_t G = 4 * H, j;                                                                                           \
+    const T *restrict s = cache + G, *restrict tanh_c = cache + G + H;                                                \
+    T *restrict d_cn = d_pre, *restrict da = d_pre + G;                                                               \
+    T carried = carry_normalised ? 1 : 0;                                                                             \
+    T mx = stats[0], rx = stats[1], mr = stats[2], rr = stats[3], mc = stats[4], rc = stats[5];                       \
+    for (j = 0; j < H; j++) { /* h = o tanh(c_n) */                                                                   \
+        T dy = ds[j] + d_out[j], o = cache[2 * H + j];                                                                \
+        da[2 * H + j] = dy * tanh_c[j] * o * (1 - o);                                                                 \
+        T dc = dy * o * (1 - tanh_c[j] * tanh_c[j]) + carried * ds[H + j];                                            \
+        d_cn[j] = dc;                                                                                                 \
+        dp[3 * G + j] += dc * ((s[j] - mc) * rc);                                                                     \
+        dp[3 * G + H + j] += dc;                                                                                      \
+        ds[j] = 0; /* h_{t-1} reaches the step only through R, whose share the driver adds */                         \
+    }                                                                                                                 \
+    lc_norm_backward_##TS##_##SUF(s, mc, rc, d_cn, p + 3 * G, NULL, H); /* now dE/ds */                               \
+    for (j = 0; j < H; j++) { /* s = f c_{t-1} + i z */                                                               \
+        T dc = d_cn[j] + (1 - carried) * ds[H + j];                                                                   \
+        T i = cache[j], f = cache[H + j], z = cache[3 * H + j];                                                       \
+        da[j] = dc * z * i * (1 - i);                                                                                 \
+        da[H + j] = dc * c_prev[j] * f * (1 - f);                                                                     \
+        da[3 * H + j] = dc * i * (1 - z * z);                                                                         \
+        ds[H + j] = dc * f;                                                                                           \
+    }                                                                                                                 \
+    for (j = 0; j < G; j++) {                                                                                         \
+        dp[j] += da[j] * ((pre[j] - mx) * rx);                                                                        \
+        dp[G + j] += da[j] * ((pre[G + j] - mr) * rr);                                                                \
+        dp[2 * G + j] += da[j];                                                                                       \
+    }                                                                                                                 \
+    lc_norm_backward_##TS##_##SUF(pre, mx, rx, da, p, d_pre, G);            /* dE/d(W x) */                           \
+    lc_norm_backward_##TS##_##SUF(pre + G, mr, rr, da, p + G, NULL, G);     /* dE/d(R h) */                           \
+}                                                                                                                     \
 /* sLSTM forward, one row: g = [ĩ, f̃, z̃, õ] in, [i, f, tanh z̃, sigmoid õ] out; dl = d l / d f̃, took_i = [ĩ >= a];  \
  * prev/next = [h, c, n, m] (vector q at + q*H). The body takes each vector as its own restrict pointer: offsets by  \
  * a run-time H from one pointer would need overlap checks that keep the loop scalar */                            \
@@ -247,7 +236,7 @@ LC_DEFINE_ROWS_BOTH(avx512)
 #endif
 
 #define LC_DEFINE_ROWS_ENTRY(T, TS)                                                                                   \
-static inline void lc_lnlstm_forward_##TS(ptrdiff_t H, int carry_normalised, T eps, T *pre, T *cache, T *stats,      \
+static inline void lc_lnlstm_forward_##TS(ptrdiff_t H, int carry_normalised, T eps, const T *pre, T *cache, T *stats,\
                                           const T *p, const T *c_prev, T *h_next, T *c_next, T *out) {           \
     LC_ROWS_DISPATCH(lc_lnlstm_forward_##TS, H, carry_normalised, eps, pre, cache, stats, p, c_prev, h_next,       \
                      c_next, out)                                                                                 \
