@@ -23,6 +23,8 @@ directives = {
 # -fno-trapping-math lets GCC if-convert the clamps in the element-wise loops so that they vectorise;
 # it changes no result and, unlike -ffast-math, links nothing that alters the process's floating-point state.
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math"]
+# The online update (_online) must round as NumPy does, one operation at a time: no fused multiply-adds.
+exact_args = ["-ffp-contract=off"]
 # The sequence driver's thread team is POSIX threads (lstmcore_team.h), and it asks the BLAS library for its thread
 # count through dladdr/dlsym.
 posix = os.name == "posix"
@@ -35,11 +37,12 @@ extensions = [
         [f"lstmcore/_kernels/{name}.pyx"],
         include_dirs=[numpy.get_include(), "lstmcore/_kernels"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-        extra_compile_args=compile_args + (link_args if name == "_driver" else []),
+        extra_compile_args=compile_args + (link_args if name == "_driver" else [])
+        + (exact_args if name == "_online" else []),
         extra_link_args=link_args if name == "_driver" else [],
         libraries=libraries if name == "_driver" else [],
     )
-    for name in ("_blas", "_activations", "_driver", "_gated", "_lnlstm", "_slstm")
+    for name in ("_blas", "_activations", "_driver", "_gated", "_lnlstm", "_slstm", "_online")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

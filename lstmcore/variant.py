@@ -188,8 +188,9 @@ class CompiledCell(Variant):
 
 
 @functools.lru_cache(maxsize=256)
-def _gated_kernel(spec: tuple):
-    return _gated.GatedKernel(**dict(spec))
+def _gated_kernel(cell: "GatedCell"):
+    # keyed by the cell (its hash is its fields'): building kernel_spec on every forward cost ~30 us a call
+    return _gated.GatedKernel(**cell.kernel_spec)
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ class GatedCell(CompiledCell):
                     clip=self.clip or 0.0, gate_recurrence=self.gate_recurrence)
 
     def step_kernel(self):
-        return _gated_kernel(tuple(self.kernel_spec.items()))
+        return _gated_kernel(self)
 
     def driver_parameters(self, params):
         weights = (params["R"], params["Rg"]) if self.gate_recurrence else (params["R"],)

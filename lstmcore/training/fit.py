@@ -14,6 +14,7 @@ from lstmcore._validation import finite_number, positive_int, random_seed
 from lstmcore.datasets import Split
 from lstmcore.training.losses import step_mask
 from lstmcore.training.model import NORMALIZATIONS, NonFiniteError, SequenceModel
+from lstmcore.training.online import online_epoch, online_update_applies
 from lstmcore.training.optimizers import Optimizer, clip_by_global_norm, global_norm, make_optimizer
 
 STATUSES = ("completed", "early_stopped", "time_budget", "diverged")
@@ -215,7 +216,11 @@ def train_epoch(model: SequenceModel, train: Split, opt: Optimizer, rng: np.rand
     """One pass over ``train`` in an order shuffled from ``rng``, one optimizer update per batch.
 
     Returns the epoch's mean training loss per real step and ``None``, or ``(nan, why)`` when an update diverged
-    (a non-finite loss, gradient norm or weight; the pass stops there)."""
+    (a non-finite loss, gradient norm or weight; the pass stops there). With one sequence per update and plain SGD
+    on per-step sigmoid outputs (``online_update_applies``), the compiled online update runs the pass
+    (``lstmcore.training.online``): the same draws, arithmetic and reports."""
+    if online_update_applies(model, opt, batch_size, train):
+        return online_epoch(model, train, opt, rng, epoch, input_noise, clip_norm, loss_normalization, bar)
     total, count = 0.0, 0
     with np.errstate(over="ignore", invalid="ignore"):
         for index, (x, y, lengths) in enumerate(_batches(train, rng.permutation(len(train)), batch_size)):

@@ -12,6 +12,8 @@ from lstmcore.training.losses import loss_for_output, step_mask
 READOUT_WEIGHT, READOUT_BIAS = "W_out", "b_out"
 #: How a batch's summed loss becomes the training objective (see ``SequenceModel.loss_and_gradients``).
 NORMALIZATIONS = ("step", "sequence")
+#: What ``backward`` reports (``NonFiniteError``) when the readout's gradient overflows.
+NON_FINITE_GRADIENT = "the gradient reaching the LSTM layers contains NaN or Inf"
 
 
 
@@ -170,7 +172,7 @@ class SequenceModel(PerThreadState):
         with np.errstate(over="ignore", invalid="ignore"):
             d_features = d_logits @ W
         if not np.isfinite(d_features).all():
-            raise NonFiniteError("the gradient reaching the LSTM layers contains NaN or Inf")
+            raise NonFiniteError(NON_FINITE_GRADIENT)
         if self.per_step:
             d_x = self.lstm.backward(d_features, need_input_grad=need_input_grad)
         else:
