@@ -55,10 +55,6 @@ class LayerNormLSTM(ArrangedCell):
         if not isinstance(self.carry_normalised_cell, (bool, np.bool_)):
             raise TypeError(f"carry_normalised_cell must be True or False, got {self.carry_normalised_cell!r}")
 
-    @property
-    def equations(self) -> str:
-        return LayerNormLSTM.__doc__
-
     def parameter_shapes(self, input_size, hidden_size):
         H = hidden_size
         return {"W": (4 * H, input_size), "R": (4 * H, H), "b": (4 * H,), "gain_x": (4 * H,), "gain_r": (4 * H,),

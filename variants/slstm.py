@@ -68,10 +68,6 @@ class SLSTM(ArrangedCell):
             raise ValueError(f"num_heads must be a positive integer, got {self.num_heads!r}")
         object.__setattr__(self, "num_heads", int(self.num_heads))
 
-    @property
-    def equations(self) -> str:
-        return SLSTM.__doc__
-
     def head_size(self, hidden_size: int) -> int:
         if hidden_size % self.num_heads:
             raise ValueError(f"num_heads={self.num_heads} must divide hidden_size={hidden_size}")
