@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from lstmcore._per_thread import PerThreadState, per_thread
-from lstmcore._validation import positive_int, random_seed
+from lstmcore._validation import finite_number, positive_int, random_seed
 from lstmcore.plugins import get_variant
 from lstmcore.variant import Variant
 
@@ -99,6 +99,22 @@ class ReverseOnly(Variant):
     def cell_structure(self):
         return self.cell.cell_structure()
 
+    def init_forget_bias(self, params, values, *, chrono, option):
+        self.cell.init_forget_bias(params, values, chrono=chrono, option=option)
+
+
+def check_layer_options(forget_bias=None, chrono_init=None) -> dict:
+    """The initialisation options of ``LSTM`` checked: ``forget_bias`` a finite number, ``chrono_init`` (T_max) a
+    number > 2; at most one of them. ``ValueError``/``TypeError`` naming the option otherwise."""
+    if forget_bias is not None:
+        forget_bias = finite_number(forget_bias, "forget_bias (None, or the forget gate's initial bias)")
+    if chrono_init is not None:
+        chrono_init = finite_number(chrono_init, "chrono_init (None, or T_max > 2 of the chrono initialisation)",
+                                    minimum=2, strict=True)
+    if forget_bias is not None and chrono_init is not None:
+        raise ValueError("forget_bias and chrono_init both set the forget gate's initial bias: give one of them")
+    return {"forget_bias": forget_bias, "chrono_init": chrono_init}
+
 
 class LSTM(PerThreadState):
     """A recurrent layer stack: ``output, (h_n, c_n) = layer(x, state=None, lengths=None)``.
@@ -125,6 +141,11 @@ class LSTM(PerThreadState):
     ``clip``) configure the variant for every direction; ``reverse_options`` overrides some of them for the reverse one.
     ``check_finite`` refuses NaN or Inf in the input, state, gradients and weights with a ``ValueError``.
 
+    Initialisation options (off by default; the gated cells with a forget gate, or coupled): ``forget_bias`` sets
+    the forget gate's bias b_f (Jozefowicz et al. 2015 recommend 1); ``chrono_init`` = T_max draws
+    b_f ~ log(U[1, T_max - 1]) per unit and sets b_i = -b_f (Tallec & Ollivier 2018). For a coupled cell
+    (f = 1 - i = σ(-ī)) both set b_i = -b_f.
+
     A forward keeps what its backward needs (its own copies of ``x``, ``lengths``, the initial state and the
     parameters), so changing any of them in place afterwards does not change the gradients. Threads may share a layer:
     the tape, ``grads`` and ``state_grads`` are per thread (see the README's API section).
@@ -136,7 +157,7 @@ class LSTM(PerThreadState):
 
     def __init__(self, input_size, hidden_size, variant="vanilla", num_layers=1, bidirectional=False,
                  batch_first=False, dtype=np.float32, seed=None, check_finite=True, reverse_options=None,
-                 proj_size=None, **variant_options):
+                 proj_size=None, forget_bias=None, chrono_init=None, **variant_options):
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.num_layers = positive_int(num_layers, "num_layers")
@@ -166,6 +187,8 @@ class LSTM(PerThreadState):
         #: the width of each direction's output and of h: proj_size, or hidden_size
         self.output_width = self.cells[0].output_size(self.hidden_size)
 
+        init_options = check_layer_options(forget_bias, chrono_init)
+        self.forget_bias, self.chrono_init = init_options["forget_bias"], init_options["chrono_init"]
         self._check_parameters_fit_in_memory()
         rng = np.random.default_rng(random_seed(seed, "seed"))
         self.params: dict[str, np.ndarray] = {}
@@ -176,6 +199,12 @@ class LSTM(PerThreadState):
             in_size = self.input_size if layer == 0 else self.num_directions * self.output_width
             for direction, cell in enumerate(self.cells):
                 values = cell.init_parameters(in_size, self.hidden_size, rng, self.dtype)
+                if self.forget_bias is not None:
+                    cell.init_forget_bias(values, np.full(self.hidden_size, self.forget_bias), chrono=False,
+                                          option="forget_bias")
+                elif self.chrono_init is not None:
+                    b_f = np.log(rng.uniform(1, self.chrono_init - 1, size=self.hidden_size))
+                    cell.init_forget_bias(values, b_f, chrono=True, option="chrono_init")
                 keys = self._keys[layer, direction] = {}
                 for name, value in values.items():
                     key = keys[name] = self.param_name(name, layer, direction)

@@ -105,6 +105,12 @@ class Variant:
         """The width of each state of ``state_names``: the output's for ``h``, ``hidden_size`` for the others."""
         return tuple(self.output_size(hidden_size) if name == "h" else hidden_size for name in self.state_names)
 
+    def init_forget_bias(self, params: dict, values: np.ndarray, *, chrono: bool, option: str) -> None:
+        """Set, in freshly initialised ``params``, the forget gate's bias to ``values`` (H,), and with ``chrono`` the
+        input gate's to ``-values`` (``LSTM``'s ``forget_bias`` and ``chrono_init``, named by ``option`` in errors).
+        A cell without a forget gate raises ``ValueError``."""
+        raise ValueError(f"{option}: variant {self.name!r} has no forget gate bias to initialise")
+
     def with_projection(self, proj_size: int) -> "Variant":
         """A copy whose output ``h`` is projected to ``proj_size`` units (LSTMP); only the gated-cell family can."""
         raise ValueError(f"proj_size: variant {self.name!r} has no projection (LSTMP); proj_size is available for "
@@ -250,6 +256,22 @@ class GatedCell(CompiledCell):
 
     def with_projection(self, proj_size: int) -> "GatedCell":
         return dataclasses.replace(self, proj_size=proj_size)
+
+    def init_forget_bias(self, params, values, *, chrono, option):
+        H, blocks, b = len(values), self.gate_blocks, params["b"]
+
+        def block(gate):
+            k = blocks.index(gate)
+            return slice(k * H, (k + 1) * H)
+
+        if self.coupled:  # f = 1 - sigma(i_bar) = sigma(-i_bar)
+            b[block("i")] = -values
+            return
+        if "f" not in blocks:
+            raise ValueError(f"{option}: variant {self.name!r} has no forget gate (its gate blocks are {blocks})")
+        b[block("f")] = values
+        if chrono and "i" in blocks:
+            b[block("i")] = -values
 
     def output_size(self, hidden_size: int) -> int:
         return self.proj_size or hidden_size

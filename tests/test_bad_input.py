@@ -248,8 +248,8 @@ def test_unknown_variant():
 
 
 def test_unknown_variant_option():
-    with pytest.raises(TypeError, match="forget_bias"):
-        lstmcore.LSTM(I, H, forget_bias=1.0)
+    with pytest.raises(TypeError, match="forget_gate_offset"):
+        lstmcore.LSTM(I, H, forget_gate_offset=1.0)
 
 
 @pytest.mark.parametrize("option", ["gate_activation", "input_activation", "output_activation"])

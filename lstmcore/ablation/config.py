@@ -21,6 +21,7 @@ A TOML file has up to five tables (every key optional)::
 
     [model]                         # fixed arguments of SequenceModel
     num_layers = 1
+    forget_bias = 1.0               # lstmcore.LSTM's initialisation options (or search them in [space])
 
     [space.learning_rate]           # the search space (see lstmcore.ablation.space)
     distribution = "log_uniform"
@@ -37,7 +38,7 @@ from lstmcore.ablation.space import SearchSpace
 
 TRAINING_KEYS = {"optimizer", "nesterov", "batch_size", "max_epochs", "patience", "time_budget", "clip_norm",
                  "learning_rate", "momentum", "input_noise", "loss_normalization", "eval_batch_size"}
-MODEL_KEYS = {"num_layers", "bidirectional", "dtype"}
+MODEL_KEYS = {"num_layers", "bidirectional", "dtype", "forget_bias", "chrono_init"}
 STUDY_KEYS = {"variants", "dataset", "trials", "seed", "independent", "baseline", "name"}
 TABLES = {"study", "dataset", "training", "model", "space"}
 
@@ -112,6 +113,8 @@ class StudyConfig:
     def _check_training_and_model(self) -> None:
         """The [training] table as ``fit`` checks it and the [model] table as ``SequenceModel`` needs it, now: a bad
         value must stop the command before any trial runs, not fail every trial."""
+        from lstmcore.ablation.trial import MODEL_HYPERPARAMETERS
+        from lstmcore.layers import check_layer_options
         from lstmcore.training import check_fit_options
 
         try:
@@ -125,13 +128,21 @@ class StudyConfig:
             if dim.name == "hidden_size":
                 continue  # checked with the dataset's sizes (lstmcore.ablation.trial.check_trial_setup)
             extremes = [dim.value] if not dim.searched else [dim.to_value(bound) for bound in dim.bounds]
+            check = check_layer_options if dim.name in MODEL_HYPERPARAMETERS else check_fit_options
             for value in extremes:
                 try:
-                    check_fit_options(**{dim.name: value})
+                    check(**{dim.name: value})
                 except (TypeError, ValueError) as exc:
                     raise ConfigError(f"[space] {dim.describe()} reaches {dim.name} = {value!r}: {exc} "
                                       f"(--param {dim.name}=..., or [space.{dim.name}])") from None
         model = self.model
+        clash = set(model) & set(self.space.dimensions)
+        if clash:
+            raise ConfigError(f"{sorted(clash)} set both in [model] and in [space]; keep one")
+        try:
+            check_layer_options(**{name: model.get(name) for name in MODEL_HYPERPARAMETERS})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{exc} (in [model])") from None
         layers = model.get("num_layers", 1)
         if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
             raise ConfigError(f"num_layers in [model] must be a positive integer, got {layers!r}")

@@ -29,6 +29,8 @@ HYPERPARAMETERS = {
     "input_noise": "float",
     "clip_norm": "float",
     "batch_size": "int",
+    "forget_bias": "float",   # lstmcore.LSTM's initialisation options (through SequenceModel)
+    "chrono_init": "float",
 }
 DISTRIBUTIONS = ("uniform", "log_uniform", "one_minus_log_uniform", "fixed")
 

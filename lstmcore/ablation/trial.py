@@ -13,6 +13,8 @@ import time
 import traceback
 
 FIT_HYPERPARAMETERS = ("learning_rate", "momentum", "input_noise", "clip_norm", "batch_size")
+#: hyperparameters that are options of the model (lstmcore.LSTM's, through SequenceModel)
+MODEL_HYPERPARAMETERS = ("forget_bias", "chrono_init")
 
 
 def make_task(config, planned, blas_threads: int) -> dict:
@@ -65,6 +67,10 @@ def check_trial_setup(config, load: bool = True) -> None:
     largest = 1 if hidden is None else hidden.to_value(hidden.value if not hidden.searched else hidden.bounds[1])
     model_options = dict(config.model)
     dtype = np.dtype(model_options.pop("dtype", "float32"))
+    for name in MODEL_HYPERPARAMETERS:  # a model option the space searches: at its upper bound
+        dim = config.space.dimensions.get(name)
+        if dim is not None:
+            model_options[name] = dim.to_value(dim.value if not dim.searched else dim.bounds[1])
     for variant in config.variants:
         try:
             SequenceModel(data.n_inputs, int(largest), data.n_outputs, variant=variant, output=data.output,
@@ -153,6 +159,7 @@ def _train(task: dict) -> dict:
     hyper = task["hyperparameters"]
     model_options = dict(task["model"])
     dtype = np.dtype(model_options.pop("dtype", "float32"))
+    model_options.update({name: hyper[name] for name in MODEL_HYPERPARAMETERS if name in hyper})
     seed_sequence = np.random.SeedSequence(task["seed"])
     model_seed, fit_seed = (int(s.generate_state(1)[0]) for s in seed_sequence.spawn(2))
     model = SequenceModel(data.n_inputs, int(hyper["hidden_size"]), data.n_outputs, variant=task["variant"],
