@@ -103,9 +103,15 @@ class ReverseOnly(Variant):
         self.cell.init_forget_bias(params, values, chrono=chrono, option=option)
 
 
-def check_layer_options(forget_bias=None, chrono_init=None) -> dict:
-    """The initialisation options of ``LSTM`` checked: ``forget_bias`` a finite number, ``chrono_init`` (T_max) a
-    number > 2; at most one of them. ``ValueError``/``TypeError`` naming the option otherwise."""
+def _rate(value, name: str) -> float:
+    return finite_number(value, f"{name} (a probability in [0, 1))", minimum=0) if value is not None else 0.0
+
+
+def check_layer_options(forget_bias=None, chrono_init=None, zoneout=None, recurrent_dropout=None) -> dict:
+    """The initialisation and regularisation options of ``LSTM`` checked: ``forget_bias`` a finite number,
+    ``chrono_init`` (T_max) a number > 2, at most one of them; ``zoneout`` a rate or a pair (h's, c's) and
+    ``recurrent_dropout`` a rate, in [0, 1) (0 or None: off). ``ValueError``/``TypeError`` naming the option
+    otherwise."""
     if forget_bias is not None:
         forget_bias = finite_number(forget_bias, "forget_bias (None, or the forget gate's initial bias)")
     if chrono_init is not None:
@@ -113,7 +119,23 @@ def check_layer_options(forget_bias=None, chrono_init=None) -> dict:
                                     minimum=2, strict=True)
     if forget_bias is not None and chrono_init is not None:
         raise ValueError("forget_bias and chrono_init both set the forget gate's initial bias: give one of them")
-    return {"forget_bias": forget_bias, "chrono_init": chrono_init}
+    rates = zoneout if isinstance(zoneout, (tuple, list)) else (zoneout, zoneout)
+    if len(rates) != 2:
+        raise ValueError(f"zoneout must be a rate or a pair (rate of h, rate of c), got {zoneout!r}")
+    rates = (_rate(rates[0], "zoneout"), _rate(rates[1], "zoneout"), _rate(recurrent_dropout, "recurrent_dropout"))
+    for rate, name in zip(rates, ("zoneout", "zoneout", "recurrent_dropout")):
+        if rate >= 1:
+            raise ValueError(f"{name} must be a probability in [0, 1), got {rate}")
+    return {"forget_bias": forget_bias, "chrono_init": chrono_init,
+            "zoneout": rates[:2] if any(rates[:2]) else None, "recurrent_dropout": rates[2] or None}
+
+
+def check_proj_size(proj_size, hidden_size: int) -> int:
+    """``proj_size`` checked: an integer with 0 < proj_size < hidden_size (``ValueError`` naming it otherwise)."""
+    proj_size = positive_int(proj_size, "proj_size (None for no projection)")
+    if proj_size >= hidden_size:
+        raise ValueError(f"proj_size must be smaller than hidden_size = {hidden_size}, got {proj_size}")
+    return proj_size
 
 
 class LSTM(PerThreadState):
@@ -146,6 +168,13 @@ class LSTM(PerThreadState):
     b_f ~ log(U[1, T_max - 1]) per unit and sets b_i = -b_f (Tallec & Ollivier 2018). For a coupled cell
     (f = 1 - i = σ(-ī)) both set b_i = -b_f.
 
+    Regularisation (off by default, gated cells, ``forward(..., training=True)`` only draws masks): ``zoneout`` = z
+    or (z_h, z_c) keeps each unit's previous h and c with those probabilities at each step, and uses the expectation
+    (the rates as masks) otherwise (Krueger et al. 2016); ``recurrent_dropout`` = p drops units of the h that R reads,
+    one mask per sequence scaled by 1/(1-p), and nothing otherwise (Gal & Ghahramani 2016). Masks come from
+    ``layer.mask_rng`` (a NumPy generator seeded from ``seed``; assign one to fix them); a forward keeps its masks
+    for its backward, whose gradients are exact for them.
+
     A forward keeps what its backward needs (its own copies of ``x``, ``lengths``, the initial state and the
     parameters), so changing any of them in place afterwards does not change the gradients. Threads may share a layer:
     the tape, ``grads`` and ``state_grads`` are per thread (see the README's API section).
@@ -157,7 +186,8 @@ class LSTM(PerThreadState):
 
     def __init__(self, input_size, hidden_size, variant="vanilla", num_layers=1, bidirectional=False,
                  batch_first=False, dtype=np.float32, seed=None, check_finite=True, reverse_options=None,
-                 proj_size=None, forget_bias=None, chrono_init=None, **variant_options):
+                 proj_size=None, forget_bias=None, chrono_init=None, zoneout=None, recurrent_dropout=None,
+                 **variant_options):
         self.input_size = positive_int(input_size, "input_size")
         self.hidden_size = positive_int(hidden_size, "hidden_size")
         self.num_layers = positive_int(num_layers, "num_layers")
@@ -179,16 +209,20 @@ class LSTM(PerThreadState):
         self.cells = [forward_cell] + ([reverse_cell] if self.bidirectional else [])
         self.proj_size = None
         if proj_size is not None:
-            self.proj_size = positive_int(proj_size, "proj_size (None for no projection)")
-            if self.proj_size >= self.hidden_size:
-                raise ValueError(f"proj_size must be smaller than hidden_size = {self.hidden_size}, got "
-                                 f"{self.proj_size}")
+            self.proj_size = check_proj_size(proj_size, self.hidden_size)
             self.cells = [cell.with_projection(self.proj_size) for cell in self.cells]
         #: the width of each direction's output and of h: proj_size, or hidden_size
         self.output_width = self.cells[0].output_size(self.hidden_size)
 
-        init_options = check_layer_options(forget_bias, chrono_init)
-        self.forget_bias, self.chrono_init = init_options["forget_bias"], init_options["chrono_init"]
+        options = check_layer_options(forget_bias, chrono_init, zoneout, recurrent_dropout)
+        self.forget_bias, self.chrono_init = options["forget_bias"], options["chrono_init"]
+        self.zoneout, self.recurrent_dropout = options["zoneout"], options["recurrent_dropout"]
+        if self.zoneout or self.recurrent_dropout:
+            if self.proj_size:
+                raise ValueError("zoneout and recurrent_dropout do not combine with proj_size yet")
+            self.cells = [cell.with_regularisation(zoneout=bool(self.zoneout),
+                                                   recurrent_dropout=bool(self.recurrent_dropout))
+                          for cell in self.cells]
         self._check_parameters_fit_in_memory()
         rng = np.random.default_rng(random_seed(seed, "seed"))
         self.params: dict[str, np.ndarray] = {}
@@ -210,6 +244,8 @@ class LSTM(PerThreadState):
                     key = keys[name] = self.param_name(name, layer, direction)
                     self.params[key] = np.ascontiguousarray(value, dtype=self.dtype)
                     self._shapes[key] = tuple(value.shape)
+        #: the generator of zoneout and recurrent dropout masks (assign one to fix them)
+        self.mask_rng = np.random.default_rng(rng.integers(2**63))
 
     def _check_parameters_fit_in_memory(self) -> None:
         """Refuse, before allocating, sizes whose parameters (and as much again for their gradients) exceed the
@@ -383,29 +419,57 @@ class LSTM(PerThreadState):
             inp = out
         return inp, tuple(final), records
 
-    def forward(self, x, state=None, lengths=None):
-        """Run the whole stack over ``x``; returns ``output, (h_n, c_n)`` (see the class docstring)."""
+    def _step_masks(self, T: int, B: int, training: bool):
+        """``[layer][direction]`` -> the step's masks (T, B, n_mask*H): zoneout's d_h, d_c (Bernoulli of the rates
+        in training, the rates otherwise), then recurrent dropout's m (one Bernoulli(1-p)/(1-p) per sequence and
+        unit, the same at every step; ones otherwise); None without either option."""
+        if self.zoneout is None and self.recurrent_dropout is None:
+            return None
+        shape, masks = (T, B, self.hidden_size), []
+        for _ in range(self.num_layers):
+            row = []
+            for _ in self.cells:
+                parts = []
+                for rate in self.zoneout or ():
+                    parts.append(self.mask_rng.random(shape) < rate if training else np.full(shape, rate))
+                if self.recurrent_dropout is not None:
+                    keep = 1 - self.recurrent_dropout
+                    kept = (self.mask_rng.random(shape[1:]) < keep) / keep if training else np.ones(shape[1:])
+                    parts.append(np.broadcast_to(kept, shape))
+                row.append(_own_copy(np.concatenate(parts, axis=2), self.dtype))
+            masks.append(row)
+        return masks
+
+    def forward(self, x, state=None, lengths=None, training=False):
+        """Run the whole stack over ``x``; returns ``output, (h_n, c_n)`` (see the class docstring). ``training``
+        draws zoneout and recurrent dropout masks (when the layer has them)."""
         # the previous forward's caches give their workspaces back for this one; a failed forward leaves no tape
         self._tape = None
         x = self._input(x)
         T, B, _ = x.shape
         lengths = self._lengths(lengths, T, B)
         init = self._state(state, B)
-        top, final, self._tape = self.run_forward(self._checked_params(), x, init, lengths)
+        masks = self._step_masks(T, B, bool(training))
+        top, final, self._tape = self.run_forward(self._checked_params(), x, init, lengths, masks)
         output = top.transpose(1, 0, 2) if self.batch_first else top
         return output, final
 
-    def run_forward(self, params, x, init, lengths):
+    def run_forward(self, params, x, init, lengths, masks=None):
         """The stack's forward on checked arrays, keeping no state: ``params[k][d]`` ``{name: array}`` for layer k and
         direction d, ``x`` (T, B, I) C-contiguous, ``init`` the initial states (each ``(L*D, B, H)``), ``lengths``
         int32 or None. Returns ``(output (T, B, D*H), final_states, tape)``, the tape being what ``run_backward``
         needs; the arrays given are referenced by the tape, not copied (``forward`` passes its own copies;
-        lstmcore.torch passes tensors' memory, which autograd protects from in-place changes)."""
+        lstmcore.torch passes tensors' memory, which autograd protects from in-place changes). ``masks``: the step
+        masks ``[k][d]`` (``_step_masks``), those of evaluation when None."""
         T, B, _ = x.shape
+        if masks is None:
+            masks = self._step_masks(T, B, training=False)
 
         def run(k, d, cell, inp, start, out):
             if T == 0:
                 return start, None
+            if masks is not None:
+                return cell.forward(params[k][d], inp, start, lengths, d == 1, out, masks=masks[k][d])
             return cell.forward(params[k][d], inp, start, lengths, d == 1, out)
 
         top, final, caches = self._through_stack(x, init, run)
@@ -422,9 +486,10 @@ class LSTM(PerThreadState):
         """
         from lstmcore.tracing import trace_layer
 
-        if self.proj_size:
-            raise ValueError(f"LSTM.trace does not follow a projection yet (proj_size={self.proj_size}); forward "
-                             f"and backward do")
+        if self.proj_size or self.zoneout or self.recurrent_dropout:
+            raise ValueError(f"LSTM.trace does not follow proj_size, zoneout or recurrent_dropout yet (this layer: "
+                             f"proj_size={self.proj_size}, zoneout={self.zoneout}, recurrent_dropout="
+                             f"{self.recurrent_dropout}); forward and backward do")
         return trace_layer(self, x, state, lengths)
 
     def backward(self, d_output, *d_final_states, need_input_grad=True, **d_named_states):

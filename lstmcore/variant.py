@@ -111,6 +111,13 @@ class Variant:
         A cell without a forget gate raises ``ValueError``."""
         raise ValueError(f"{option}: variant {self.name!r} has no forget gate bias to initialise")
 
+    def with_regularisation(self, *, zoneout: bool, recurrent_dropout: bool) -> "Variant":
+        """A copy whose step reads zoneout and/or recurrent dropout masks (``forward(..., masks=...)``); only the
+        gated-cell family can."""
+        option = "zoneout" if zoneout else "recurrent_dropout"
+        raise ValueError(f"{option}: variant {self.name!r} has no masks to apply; zoneout and recurrent_dropout are "
+                         f"available for the gated-cell variants (lstmcore.GatedCell)")
+
     def with_projection(self, proj_size: int) -> "Variant":
         """A copy whose output ``h`` is projected to ``proj_size`` units (LSTMP); only the gated-cell family can."""
         raise ValueError(f"proj_size: variant {self.name!r} has no projection (LSTMP); proj_size is available for "
@@ -180,10 +187,11 @@ class CompiledCell(Variant):
         step's per-unit vectors, or None."""
         raise NotImplementedError
 
-    def forward(self, params, x, state, lengths, reverse, out):
+    def forward(self, params, x, state, lengths, reverse, out, masks=None):
+        """As ``Variant.forward``; ``masks`` (T, B, n_mask*H) for a step that reads masks (see ``_driver.forward``)."""
         W, b, weights, step_params = self.driver_parameters(params)
         return _driver.forward(self.step_kernel(), bool(reverse), x, W, b, tuple(weights), step_params, lengths,
-                               tuple(state), out, projection=self.projection(params))
+                               tuple(state), out, projection=self.projection(params), masks=masks)
 
     def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
         grads = {name: np.empty_like(value) for name, value in params.items()}
@@ -213,6 +221,11 @@ class GatedCell(CompiledCell):
     With ``gate_recurrence`` (the paper's FGR), the gate pre-activations also receive the gates of the previous step,
     ``[i, f, o]_bar += Rg [i, f, o]_{t-1}`` (nine H x H matrices; the gates before the first step are zero).
 
+    With ``zoneout`` (Krueger et al. 2016) the step mixes in the previous state where the masks d_h, d_c say:
+    ``c_t = c~_t + d_c * (c_{t-1} - c~_t)``, ``y_t = y~_t + d_h * (y_{t-1} - y~_t)`` (c~, y~ the cell and output
+    above); with ``recurrent_dropout`` (Gal & Ghahramani 2016) R reads ``m * y_{t-1}``, m one mask per sequence. The
+    layer draws the masks (``lstmcore.LSTM``'s ``zoneout``, ``recurrent_dropout``).
+
     With ``proj_size`` P (LSTMP, Sak et al. 2014; PyTorch's ``proj_size``) the output is projected,
     ``r_t = W_proj y_t``, and r takes y's place: ``R`` reads ``r_{t-1}``, and r is the output and the state ``h``
     (P wide; the cell c stays H wide).
@@ -237,6 +250,8 @@ class GatedCell(CompiledCell):
     gate_recurrence: bool = False
     description: str = ""
     proj_size: int | None = None
+    zoneout: bool = False
+    recurrent_dropout: bool = False
     _OPTIONS: ClassVar[tuple[str, ...]] = ("gate_activation", "input_activation", "output_activation", "clip")
 
     def __post_init__(self):
@@ -256,6 +271,9 @@ class GatedCell(CompiledCell):
 
     def with_projection(self, proj_size: int) -> "GatedCell":
         return dataclasses.replace(self, proj_size=proj_size)
+
+    def with_regularisation(self, *, zoneout, recurrent_dropout):
+        return dataclasses.replace(self, zoneout=bool(zoneout), recurrent_dropout=bool(recurrent_dropout))
 
     def init_forget_bias(self, params, values, *, chrono, option):
         H, blocks, b = len(values), self.gate_blocks, params["b"]
@@ -315,7 +333,8 @@ class GatedCell(CompiledCell):
                     gate_activation=activation(self.gate_activation),
                     input_activation=activation(self.input_activation),
                     output_activation=activation(self.output_activation),
-                    clip=self.clip or 0.0, gate_recurrence=self.gate_recurrence)
+                    clip=self.clip or 0.0, gate_recurrence=self.gate_recurrence, zoneout=self.zoneout,
+                    recurrent_dropout=self.recurrent_dropout)
 
     def step_kernel(self):
         return _gated_kernel(self)
@@ -326,6 +345,26 @@ class GatedCell(CompiledCell):
 
     def projection(self, params):
         return params["W_proj"] if self.proj_size else None
+
+    # with recurrent dropout the step carries m * h as a third state, started here from m * h_0
+    def _dropout_mask(self, masks):
+        H = masks.shape[2] // (3 if self.zoneout else 1)
+        k = 2 if self.zoneout else 0
+        return masks[0, :, k * H:(k + 1) * H]
+
+    def forward(self, params, x, state, lengths, reverse, out, masks=None):
+        if not self.recurrent_dropout:
+            return super().forward(params, x, state, lengths, reverse, out, masks)
+        dropped = np.ascontiguousarray(self._dropout_mask(masks) * state[0])
+        final, tape = super().forward(params, x, (*state, dropped), lengths, reverse, out, masks)
+        return final[:2], tape
+
+    def backward(self, params, cache, d_out, d_state, d_x, accumulate_dx):
+        if not self.recurrent_dropout:
+            return super().backward(params, cache, d_out, d_state, d_x, accumulate_dx)
+        (d_h, d_c, d_dropped), grads = super().backward(params, cache, d_out, (*d_state, np.zeros_like(d_state[0])),
+                                                        d_x, accumulate_dx)
+        return (d_h + self._dropout_mask(cache.masks) * d_dropped, d_c), grads
 
     # -- looking inside ---------------------------------------------------------------------------------------------
     def trace_quantities(self) -> dict[str, str]:

@@ -7,9 +7,11 @@ import lstmcore
 from lstmcore.testing import numerical_gradient
 
 
-def gradcheck(layer, T=5, B=3, lengths=None, seed=0, rtol=1e-5, atol=1e-7, initial_state=None):
+def gradcheck(layer, T=5, B=3, lengths=None, seed=0, rtol=1e-5, atol=1e-7, initial_state=None, call=None):
     """Compare ``layer.backward`` with finite differences for every parameter entry, x and each initial state
-    (``initial_state(rng, shape)`` draws one state array of the layer's states, standard normal by default)."""
+    (``initial_state(rng, shape)`` draws one state array of the layer's states, standard normal by default; ``call``
+    runs the forward, by default ``layer`` itself)."""
+    call = call or layer
     assert layer.dtype == np.float64
     rng = np.random.default_rng(seed)
     D = 2 if layer.bidirectional else 1
@@ -18,12 +20,12 @@ def gradcheck(layer, T=5, B=3, lengths=None, seed=0, rtol=1e-5, atol=1e-7, initi
     draw = initial_state or (lambda rng, shape, name: rng.normal(size=shape))
     names = layer.cells[0].state_names
     state = tuple(draw(rng, (LD, B, layer.output_width if name == "h" else H), name) for name in names)  # h: proj_size
-    out, finals = layer(x, state, lengths=lengths)
+    out, finals = call(x, state, lengths=lengths)
     a_out = rng.normal(size=out.shape)
     a_finals = tuple(rng.normal(size=f.shape) for f in finals)
 
     def loss():
-        out, finals = layer(x, state, lengths=lengths)
+        out, finals = call(x, state, lengths=lengths)
         return np.sum(a_out * out) + sum(np.sum(a * f) for a, f in zip(a_finals, finals))
 
     loss()

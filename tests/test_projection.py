@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import lstmcore
+from lstmcore.variant import Variant
 from test_gradcheck import gradcheck, make_layer
 
 P = 3
@@ -68,14 +69,15 @@ def test_bad_proj_size(proj_size, match):
         lstmcore.LSTM(3, 4, proj_size=proj_size)
 
 
+class NotGated(Variant):
+    """A variant outside the gated-cell family (the layer options that need one refuse it)."""
+
+    name = "plain-test"
+
+
 def test_proj_size_needs_a_gated_cell():
-    from lstmcore.variant import Variant
-
-    class Plain(Variant):
-        name = "plain-test"
-
     with pytest.raises(ValueError, match="proj_size: variant 'plain-test' has no projection"):
-        lstmcore.LSTM(3, 4, variant=Plain(), proj_size=2)
+        lstmcore.LSTM(3, 4, variant=NotGated(), proj_size=2)
 
 
 def test_trace_refuses_projection():
@@ -130,3 +132,4 @@ def test_sequence_model_and_summary(tmp_path):
     save_checkpoint(model, path)
     again = load_checkpoint(path)
     np.testing.assert_array_equal(again.forward(x, lengths), model.forward(x, lengths))
+

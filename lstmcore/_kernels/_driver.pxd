@@ -34,6 +34,8 @@ cdef struct StepView:
     void *out                  # forward: the output row (write)
     Py_ssize_t ld_out
     const void *params         # the step's n_params per-unit parameter vectors: vector q at params + q*hidden
+    const void *mask           # the step's n_mask mask vectors of this row and step (read only; zoneout, dropout)
+    Py_ssize_t ld_mask
     # backward only
     const void *d_out          # dE/d(output) (read only)
     Py_ssize_t ld_d_out
@@ -54,6 +56,7 @@ cdef struct CellDesc:
     Py_ssize_t n_cache         # H-wide vectors per row and step that the forward keeps for the backward
     Py_ssize_t n_stage_input   # H-wide vectors of V_t (0 for a one-stage cell)
     Py_ssize_t n_params        # H-long per-unit parameter vectors of the step (peepholes, ...)
+    Py_ssize_t n_mask          # H-wide mask vectors per row and step the step reads (the caller's ``masks``)
     int n_stages               # 1, or 2: the stage-1 weights read V_t, which the step's stage 0 writes
     bint whole_rows            # the step needs all units of a row (a norm over the row): split rows, not units
     Py_ssize_t n_recurrent

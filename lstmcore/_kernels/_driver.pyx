@@ -70,7 +70,8 @@ cdef class CellKernel:
         d = self.desc
         return dict(n_blocks=d.n_blocks, n_input_blocks=d.n_input_blocks, n_carried=d.n_carried,
                     state_vectors=tuple(d.state_vector[k] for k in range(min(d.n_states, MAX_VECTORS))),
-                    n_cache=d.n_cache, n_stage_input=d.n_stage_input, n_params=d.n_params, n_stages=d.n_stages,
+                    n_cache=d.n_cache, n_stage_input=d.n_stage_input, n_params=d.n_params, n_mask=d.n_mask,
+                    n_stages=d.n_stages,
                     whole_rows=bool(d.whole_rows),
                     recurrent=tuple(dict(stage=d.recurrent[k].stage, first_block=d.recurrent[k].first_block,
                                          n_blocks=d.recurrent[k].n_blocks, first_vector=d.recurrent[k].first_vector,
@@ -80,7 +81,7 @@ cdef class CellKernel:
 
 # -- the plan of a call: where every block's packed weights lie --------------------------------------------------------
 cdef struct Plan:
-    Py_ssize_t H, G, S, C, V, P, GIH
+    Py_ssize_t H, G, S, C, V, P, GIH, M
     Py_ssize_t proj                             # P' of a projection r_t = out_t W_proj^T (0: none); the carried row
                                                 # is then [r (proj wide) | the cell's vectors], see _column
     int block_stage[MAX_BLOCKS]                 # the stage whose weights add into the block; -1: none
@@ -135,7 +136,7 @@ cdef Plan _plan(const CellDesc *d, Py_ssize_t H, Py_ssize_t B, Py_ssize_t proj=0
         q = d.state_vector[k]
         _check(0 <= q < d.n_carried and not seen[q], "cell: state_vector must name distinct carried vectors")
         seen[q] = True
-    _check(d.n_cache >= 0 and d.n_params >= 0 and d.n_stage_input >= 0, "cell: negative sizes")
+    _check(d.n_cache >= 0 and d.n_params >= 0 and d.n_stage_input >= 0 and d.n_mask >= 0, "cell: negative sizes")
     _check(d.n_stages in (1, 2) and (d.n_stages == 2) == (d.n_stage_input > 0),
            "cell: n_stages must be 1, or 2 with n_stage_input > 0")
     _check(0 <= d.n_recurrent <= MAX_RECURRENT, f"cell: n_recurrent must be 0 .. {MAX_RECURRENT}")
@@ -144,6 +145,7 @@ cdef Plan _plan(const CellDesc *d, Py_ssize_t H, Py_ssize_t B, Py_ssize_t proj=0
     p.proj = proj
     p.H, p.G, p.S = H, d.n_blocks * H, proj + d.n_carried * H
     p.C, p.V, p.P, p.GIH = d.n_cache * H, d.n_stage_input * H, d.n_params * H, d.n_input_blocks * H
+    p.M = d.n_mask * H
     for b in range(MAX_BLOCKS):
         p.block_stage[b], p.block_k0[b], p.block_K[b], p.block_offset[b] = -1, 0, 0, 0
     for s in range(2):
@@ -199,6 +201,7 @@ cdef struct Run:
     void *out                   # (T, B, ld_out)
     Py_ssize_t ld_out
     const void *params          # (P,)
+    const void *mask            # (T, B, M)
     const void *weight[MAX_RECURRENT]
     Py_ssize_t ld_weight[MAX_RECURRENT]
     void *packed_fwd
@@ -337,6 +340,8 @@ cdef void _view(const Run *run, StepView *v, int stage, Py_ssize_t t, Py_ssize_t
     v.cache = <floating *> run.cache + row * p.C + u0 if p.C > 0 else NULL
     v.stage_input = <floating *> run.stage_input + row * p.V + u0 if p.V > 0 else NULL
     v.params = <const floating *> run.params + u0 if run.params != NULL else NULL
+    v.mask = <const floating *> run.mask + row * p.M + u0 if run.mask != NULL else NULL
+    v.ld_mask = p.M
     v.out = <floating *> run.out + row * run.ld_out + u0 if run.out != NULL else NULL
     v.d_out = <const floating *> run.d_out + row * run.ld_d_out + u0 if run.d_out != NULL else NULL
     v.d_pre = <floating *> run.d_pre + row * p.G + u0 if run.d_pre != NULL else NULL
@@ -767,6 +772,7 @@ cdef class Tape:
     cdef readonly int threads
     cdef readonly Py_ssize_t T, B, H, input_size, proj
     cdef readonly object dtype
+    cdef readonly object masks
     cdef object x, W, weights, params, lengths, workspace, projection
     cdef bint busy
 
@@ -885,7 +891,7 @@ cdef inline int _pointer_of(cnp.ndarray arr, void **ptr) except -1:
 
 def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const floating[:, ::1] W,
             const floating[::1] b, tuple weights, const floating[::1] params, const int[::1] lengths,
-            tuple states, floating[:, :, :] out, int threads=0, projection=None):
+            tuple states, floating[:, :, :] out, int threads=0, projection=None, masks=None):
     """Run one direction of one layer over a whole sequence: fills ``out`` (T, B, H, rows contiguous) and returns
     ``(final_states, tape)``. ``weights`` are the cell's recurrent matrices, ``params`` its per-unit vectors (None when
     it has none), ``states`` the initial public states, each (B, H). ``threads`` > 0 forces the team size.
@@ -893,7 +899,10 @@ def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const 
     ``projection`` (P', H), for a one-stage cell whose output is its carried vector 0: the output becomes
     r_t = out_t projection^T (``out`` is (T, B, P')), and r replaces vector 0 as the input of the recurrent weights
     (a weight reading vector 0 then has P' columns for it) and as its public state ((B, P')); the cell's own vector 0
-    starts at zero."""
+    starts at zero.
+
+    ``masks`` (T, B, n_mask*H), C-contiguous, for a cell that reads masks (``n_mask`` > 0): row b of step t is the
+    step's ``mask``; referenced, not copied (the backward reads it too)."""
     cdef const CellDesc *d = &kernel.desc
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], I = x.shape[2], H, k, r, q, col, width
     dtype = np.float32 if floating is float else np.float64
@@ -910,6 +919,11 @@ def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const 
     if lengths is not None:
         for r in range(B):
             _check(0 <= lengths[r] <= T, "lengths out of range")
+    if (masks is None) != (plan.M == 0) or (masks is not None and not (
+            isinstance(masks, np.ndarray) and masks.dtype == dtype and tuple(masks.shape) == (T, B, plan.M)
+            and masks.flags.c_contiguous)):
+        raise ValueError(f"masks must be None for a cell without masks, else a C-contiguous {np.dtype(dtype).name} "
+                         f"array of shape (T, B, n_mask*H) = {(T, B, plan.M)}")
     _check(len(states) == d.n_states, f"the cell has {d.n_states} states, got {len(states)}")
     for k in range(d.n_states):
         st, (col, width) = states[k], _state_columns(&plan, d, k)
@@ -924,7 +938,9 @@ def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const 
     tape.kernel, tape.reverse, tape.T, tape.B, tape.input_size, tape.H = kernel, reverse, T, B, I, H
     tape.dtype = dtype
     tape.x, tape.W, tape.params = x, W, params
-    tape.projection, tape.proj = projection, plan.proj
+    tape.projection, tape.proj, tape.masks = projection, plan.proj, masks
+    cdef const floating[:, :, ::1] mask_view = masks
+    run.mask = &mask_view[0, 0, 0] if masks is not None else NULL
     tape.weights = _matrix_pointers(&run, weights, d, H, dtype)
     tape.lengths = None if lengths is None else np.array(lengths, dtype=np.int32)  # immune to later changes
     cdef const int[::1] lens = tape.lengths
@@ -1009,6 +1025,8 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
     cdef const int[::1] lens = tape.lengths
     run.lengths = &lens[0] if lens is not None else NULL
     run.params = &params[0] if params is not None else NULL
+    cdef const floating[:, :, ::1] mask_view = tape.masks
+    run.mask = &mask_view[0, 0, 0] if tape.masks is not None else NULL
     ws = tape.workspace
     _take_forward_buffers(&run, ws, T, B)
     _pointer_of(ws.take("d_pre", T * B * plan.G), &run.d_pre)

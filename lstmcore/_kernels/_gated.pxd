@@ -8,8 +8,12 @@ cdef struct GatedSpec:
     int act_gate, act_input, act_output     # ActivationKind of sigma, g, h
     double gate_alpha, gate_beta, input_alpha, input_beta, output_alpha, output_beta
     double clip                             # > 0: clamp the pre-activations of z, i, f, o to [-clip, clip]
-    bint gate_recurrence                    # FGR: the carried row also holds [i, f, o] (vectors 1, 2, 3)
+    bint gate_recurrence                    # FGR: the carried row also holds [i, f, o] (from vector vec_gates)
     Py_ssize_t vec_c                        # the carried vector of the cell c (h is vector 0)
+    Py_ssize_t vec_gates                    # FGR: the first carried vector of [i, f, o]
+    bint zoneout                            # masks 0, 1: zoneout of h and of c; the cache keeps c~ (ck_cell)
+    bint recurrent_dropout                  # mask mk_dropout: R reads vector vec_dropped = mask * h
+    Py_ssize_t vec_dropped, mk_dropout, ck_cell
 
 
 cdef class GatedKernel(CellKernel):

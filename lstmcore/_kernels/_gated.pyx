@@ -8,9 +8,15 @@ for FGR Rg [i, f, o]_{t-1}, to the pre-activations):
     c_t = z i + c_{t-1} f               o = sigma(o_bar + p_o c_t)      y_t = h(c_t) o
 (an absent gate is the constant 1; ``clip`` clamps i, f, z, o's pre-activations, peephole terms included).
 
-Blocks for the driver: pre-activation blocks are the present gates of (i, f, o), then z; the carried row is [h, c], or
-[h, i, f, o, c] with a gate recurrence (the gates of t-1 are inputs of Rg, so they are carried like a state); the cache
-keeps h(c_t) and, when clipping, the raw pre-activations; the step's parameters are the present peepholes (i, f, o).
+Zoneout (Krueger et al. 2016), with per-step masks d_h, d_c (0/1 in training, the rates at evaluation):
+    c_t = c~_t + d_c (c_{t-1} - c~_t)     y_t = h_t = h~_t + d_h (h_{t-1} - h~_t)
+where c~_t, h~_t are the cell and output above. Recurrent dropout (Gal & Ghahramani 2016): R reads m * y_{t-1}, with
+m the sequence's mask (constant over its steps): the step carries m * y_t as a state of its own.
+
+Blocks for the driver: pre-activation blocks are the present gates of (i, f, o), then z; the carried row is [h,
+(m * h with recurrent dropout), (i, f, o with a gate recurrence: the gates of t-1 are inputs of Rg, so they are carried
+like a state), c]; the cache keeps h(c_t), when clipping the raw pre-activations, and with zoneout c~_t; the step's
+parameters are the present peepholes (i, f, o); its masks are [d_h, d_c] (zoneout), then m (recurrent dropout).
 """
 from cython cimport floating
 from libc.math cimport isfinite
@@ -42,6 +48,8 @@ cdef void _forward(const GatedSpec *s, const StepView *v, floating *pre) noexcep
     cdef floating *hc
     cdef floating *out
     cdef floating *a
+    cdef const floating *mask
+    cdef const floating *h_prev
     cdef const floating *p = <const floating *> v.params
     cdef const floating *pi = _at(<floating *> p, s.pk_i, H)
     cdef const floating *pf = _at(<floating *> p, s.pk_f, H)
@@ -110,8 +118,22 @@ cdef void _forward(const GatedSpec *s, const StepView *v, floating *pre) noexcep
         else:
             memcpy(h_next, hc, n * sizeof(floating))
             memcpy(out, hc, n * sizeof(floating))
+        if s.zoneout:  # c_t = c~ + d_c (c_{t-1} - c~), h_t = h~ + d_h (h_{t-1} - h~)
+            mask = <const floating *> v.mask + r * v.ld_mask
+            h_prev = <const floating *> v.prev + r * v.ld_state
+            memcpy(hc + s.ck_cell * H, c_next, n * sizeof(floating))
+            for j in range(n):
+                c_next[j] += mask[H + j] * (c_prev[j] - c_next[j])
+                y = h_next[j] + mask[j] * (h_prev[j] - h_next[j])
+                h_next[j] = y
+                out[j] = y
+        if s.recurrent_dropout:  # what R reads at t+1
+            mask = <const floating *> v.mask + r * v.ld_mask + s.mk_dropout * H
+            a = h_next + s.vec_dropped * H
+            for j in range(n):
+                a[j] = mask[j] * h_next[j]
         if s.gate_recurrence:  # [i, f, o]_t, the input of Rg at t+1
-            a = h_next + H
+            a = h_next + s.vec_gates * H
             memcpy(a, gi, n * sizeof(floating))
             memcpy(a + H, gf, n * sizeof(floating))
             memcpy(a + 2 * H, go, n * sizeof(floating))
@@ -132,8 +154,9 @@ cdef inline void _finish_gate_delta(const GatedSpec *s, floating *d, const float
 
 
 cdef void _backward(const GatedSpec *s, const StepView *v, floating *d_pre) noexcept nogil:
-    """dh = d_state[h] + d_out is used as scratch for the cell's delta, and left zero: h_{t-1} reaches step t through
-    the recurrent weights only, whose share the driver adds."""
+    """dh = d_state[h] + d_out is used as scratch for the cell's delta, and left zero (with zoneout: d_h dh_t, the
+    share of h_{t-1} that bypasses the weights; kept in the z block of d_pre until the end), since h_{t-1} reaches
+    step t through the recurrent weights only, whose share the driver adds."""
     cdef Py_ssize_t H = v.hidden, n = v.units, r, j
     cdef floating clip = <floating> s.clip
     cdef const floating *g
@@ -154,6 +177,10 @@ cdef void _backward(const GatedSpec *s, const StepView *v, floating *d_pre) noex
     cdef floating *dh
     cdef floating *dc
     cdef floating *da = NULL
+    cdef floating *dd
+    cdef floating bypass, keep = 1 if s.zoneout else 0
+    cdef const floating *mask
+    cdef const floating *c_new
     cdef const floating *p = <const floating *> v.params
     cdef const floating *pi = _at(<floating *> p, s.pk_i, H)
     cdef const floating *pf = _at(<floating *> p, s.pk_f, H)
@@ -171,17 +198,28 @@ cdef void _backward(const GatedSpec *s, const StepView *v, floating *d_pre) noex
         c_prev = <const floating *> v.prev + r * v.ld_state + s.vec_c * H
         c_next = <const floating *> v.next + r * v.ld_state + s.vec_c * H
         hc = <const floating *> v.cache + r * v.ld_cache
+        c_new = hc + s.ck_cell * H if s.zoneout else c_next  # c~_t, what o's peephole saw
         if clip > 0:
             pr = hc + H
         dout = <const floating *> v.d_out + r * v.ld_d_out
         dh = <floating *> v.d_state + r * v.ld_state
         dc = dh + s.vec_c * H
+        mask = <const floating *> v.mask + r * v.ld_mask if v.mask != NULL else NULL
         if s.gate_recurrence:
-            da = dh + H
+            da = dh + s.vec_gates * H
 
         # y = o * h(c): dcell = dy * o * h'(c), d_obar = dy * h(c) * sigma'(obar)
         for j in range(n):
             dh[j] += dout[j]
+        if s.recurrent_dropout:  # R read mask * y_t at t+1
+            dd = dh + s.vec_dropped * H
+            for j in range(n):
+                dh[j] += mask[s.mk_dropout * H + j] * dd[j]
+                dd[j] = 0
+        if s.zoneout:  # h~ gets (1 - d_h) dh_t; d_h dh_t goes to h_{t-1} (parked in the z block of d_pre)
+            for j in range(n):
+                dgz[j] = mask[j] * dh[j]
+                dh[j] -= dgz[j]
         if go != NULL:
             for j in range(n):
                 dgo[j] = dh[j] * hc[j]
@@ -193,19 +231,17 @@ cdef void _backward(const GatedSpec *s, const StepView *v, floating *d_pre) noex
             if po != NULL:
                 for j in range(n):
                     dh[j] += po[j] * dgo[j]
-                    dpo[j] += c_next[j] * dgo[j]
-        for j in range(n):
-            dh[j] += dc[j]  # dh now holds dE/dc_t
-
-        # block input z and the gates feeding the cell
-        if gi != NULL:
+                    dpo[j] += c_new[j] * dgo[j]
+        if s.zoneout:  # c~ gets (1 - d_c) dc_t; d_c dc_t goes to c_{t-1} (parked in dc)
             for j in range(n):
-                dgz[j] = dh[j] * gi[j]
+                bypass = mask[H + j] * dc[j]
+                dh[j] += dc[j] - bypass  # dh now holds dE/dc~_t
+                dc[j] = bypass
         else:
-            memcpy(dgz, dh, n * sizeof(floating))
-        multiply_derivative_block(s.act_input, <floating> s.input_alpha, gz, dgz, n)
-        if clip > 0:
-            zero_where_clipped(clip, pr + s.blk_z * H, dgz, n)
+            for j in range(n):
+                dh[j] += dc[j]  # dh now holds dE/dc_t
+
+        # the gates feeding the cell, then the block input z
         if gi != NULL:
             if s.coupled:
                 for j in range(n):
@@ -220,15 +256,16 @@ cdef void _backward(const GatedSpec *s, const StepView *v, floating *d_pre) noex
             _finish_gate_delta(s, dgf, gf, da + H if da != NULL else NULL,
                                pr + s.blk_f * H if clip > 0 else NULL, n)
 
-        # the cell delta carried to t-1: through f and through the peepholes of i and f
+        # the cell delta carried to t-1: through f and through the peepholes of i and f (plus zoneout's share)
         if gi != NULL and s.coupled:
             for j in range(n):
-                dc[j] = dh[j] * (1 - gi[j])
+                dc[j] = keep * dc[j] + dh[j] * (1 - gi[j])
         elif gf != NULL:
             for j in range(n):
-                dc[j] = dh[j] * gf[j]
+                dc[j] = keep * dc[j] + dh[j] * gf[j]
         else:
-            memcpy(dc, dh, n * sizeof(floating))
+            for j in range(n):
+                dc[j] = keep * dc[j] + dh[j]
         if pi != NULL:
             for j in range(n):
                 dc[j] += pi[j] * dgi[j]
@@ -238,7 +275,12 @@ cdef void _backward(const GatedSpec *s, const StepView *v, floating *d_pre) noex
                 dc[j] += pf[j] * dgf[j]
                 dpf[j] += c_prev[j] * dgf[j]
         for j in range(n):
-            dh[j] = 0
+            bypass = dgz[j] if s.zoneout else 0  # h_{t-1}'s share, parked there
+            dgz[j] = dh[j] * gi[j] if gi != NULL else dh[j]
+            dh[j] = bypass
+        multiply_derivative_block(s.act_input, <floating> s.input_alpha, gz, dgz, n)
+        if clip > 0:
+            zero_where_clipped(clip, pr + s.blk_z * H, dgz, n)
 
 
 cdef void _forward_f(const CellDesc *cell, const StepView *v) noexcept nogil:
@@ -269,15 +311,16 @@ cdef class GatedKernel(CellKernel):
 
         GatedKernel(blocks="ifoz", peepholes="ifo", coupled=False, gate_activation=("sigmoid", 0, 0),
                     input_activation=("tanh", 0, 0), output_activation=("tanh", 0, 0), clip=0.0,
-                    gate_recurrence=False)
+                    gate_recurrence=False, zoneout=False, recurrent_dropout=False)
 
     ``blocks``: the row blocks of W, R, b in order, the present gates among "ifo" and then "z"; ``peepholes``: the
-    gates with a peephole, in the order of p; activations as (name, alpha, beta); ``clip`` 0 for none.
+    gates with a peephole, in the order of p; activations as (name, alpha, beta); ``clip`` 0 for none; ``zoneout``
+    and ``recurrent_dropout``: the step reads their masks (see the module docstring).
     """
 
     def __cinit__(self, *, str blocks, str peepholes="", bint coupled=False, gate_activation=("sigmoid", 0.0, 0.0),
                   input_activation=("tanh", 0.0, 0.0), output_activation=("tanh", 0.0, 0.0), double clip=0.0,
-                  bint gate_recurrence=False):
+                  bint gate_recurrence=False, bint zoneout=False, bint recurrent_dropout=False):
         gates = blocks[:-1]
         if not (blocks.endswith("z") and gates in ("ifo", "if", "io", "fo", "i", "f", "o", "")):
             raise ValueError(f"blocks must be the present gates among 'ifo' in order, then 'z'; got {blocks!r}")
@@ -299,28 +342,36 @@ cdef class GatedKernel(CellKernel):
         s.act_output, s.output_alpha, s.output_beta = _activation(output_activation, "output_activation")
         s.clip = clip
         s.gate_recurrence = gate_recurrence
-        s.vec_c = 4 if gate_recurrence else 1
+        s.zoneout, s.recurrent_dropout = zoneout, recurrent_dropout
+        s.vec_dropped = 1 if recurrent_dropout else -1
+        s.vec_gates = 1 + recurrent_dropout
+        s.vec_c = s.vec_gates + (3 if gate_recurrence else 0)
+        s.mk_dropout = 2 if zoneout else 0
+        s.ck_cell = 1 + (len(blocks) if clip > 0 else 0)
         self.spec_by_name = dict(blocks=blocks, peepholes=peepholes, coupled=bool(coupled),
                                  gate_activation=gate_activation, input_activation=input_activation,
                                  output_activation=output_activation, clip=clip,
-                                 gate_recurrence=bool(gate_recurrence))
+                                 gate_recurrence=bool(gate_recurrence), zoneout=bool(zoneout),
+                                 recurrent_dropout=bool(recurrent_dropout))
 
         d = &self.desc
         d.n_blocks = d.n_input_blocks = len(blocks)
-        d.n_carried = 5 if gate_recurrence else 2
-        d.n_states = 2
-        d.state_vector[0], d.state_vector[1] = 0, s.vec_c
-        d.n_cache = 1 + (len(blocks) if clip > 0 else 0)
+        d.n_carried = s.vec_c + 1
+        d.n_states = 3 if recurrent_dropout else 2  # the third, m * h, is the layer's (GatedCell) business
+        d.state_vector[0], d.state_vector[1], d.state_vector[2] = 0, s.vec_c, s.vec_dropped
+        d.n_cache = s.ck_cell + (1 if zoneout else 0)
         d.n_stage_input = 0
         d.n_params = len(peepholes)
+        d.n_mask = (2 if zoneout else 0) + (1 if recurrent_dropout else 0)
         d.n_stages = 1
         d.whole_rows = False
         d.n_recurrent = 2 if gate_recurrence else 1
         d.recurrent[0].stage, d.recurrent[0].first_block, d.recurrent[0].n_blocks = 0, 0, len(blocks)
-        d.recurrent[0].first_vector, d.recurrent[0].n_vectors = 0, 1       # R reads h_{t-1}
+        d.recurrent[0].first_vector = s.vec_dropped if recurrent_dropout else 0  # R reads (m *) h_{t-1}
+        d.recurrent[0].n_vectors = 1
         if gate_recurrence:
             d.recurrent[1].stage, d.recurrent[1].first_block, d.recurrent[1].n_blocks = 0, 0, 3
-            d.recurrent[1].first_vector, d.recurrent[1].n_vectors = 1, 3   # Rg reads [i, f, o]_{t-1}
+            d.recurrent[1].first_vector, d.recurrent[1].n_vectors = s.vec_gates, 3  # Rg reads [i, f, o]_{t-1}
         d.spec = &self.spec
         d.forward_f, d.forward_d, d.backward_f, d.backward_d = _forward_f, _forward_d, _backward_f, _backward_d
 

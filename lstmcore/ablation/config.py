@@ -38,7 +38,7 @@ from lstmcore.ablation.space import SearchSpace
 
 TRAINING_KEYS = {"optimizer", "nesterov", "batch_size", "max_epochs", "patience", "time_budget", "clip_norm",
                  "learning_rate", "momentum", "input_noise", "loss_normalization", "eval_batch_size"}
-MODEL_KEYS = {"num_layers", "bidirectional", "dtype", "forget_bias", "chrono_init"}
+MODEL_KEYS = {"num_layers", "bidirectional", "dtype", "forget_bias", "chrono_init", "zoneout", "recurrent_dropout"}
 STUDY_KEYS = {"variants", "dataset", "trials", "seed", "independent", "baseline", "name"}
 TABLES = {"study", "dataset", "training", "model", "space"}
 

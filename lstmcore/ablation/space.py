@@ -31,6 +31,8 @@ HYPERPARAMETERS = {
     "batch_size": "int",
     "forget_bias": "float",   # lstmcore.LSTM's initialisation options (through SequenceModel)
     "chrono_init": "float",
+    "zoneout": "float",
+    "recurrent_dropout": "float",
 }
 DISTRIBUTIONS = ("uniform", "log_uniform", "one_minus_log_uniform", "fixed")
 

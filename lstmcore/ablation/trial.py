@@ -14,7 +14,7 @@ import traceback
 
 FIT_HYPERPARAMETERS = ("learning_rate", "momentum", "input_noise", "clip_norm", "batch_size")
 #: hyperparameters that are options of the model (lstmcore.LSTM's, through SequenceModel)
-MODEL_HYPERPARAMETERS = ("forget_bias", "chrono_init")
+MODEL_HYPERPARAMETERS = ("forget_bias", "chrono_init", "zoneout", "recurrent_dropout")
 
 
 def make_task(config, planned, blas_threads: int) -> dict:

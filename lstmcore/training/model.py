@@ -131,11 +131,12 @@ class SequenceModel(PerThreadState):
                 raise ValueError(f"params[{name!r}] must be a {self.dtype} array of shape {shape}")
         return W, b
 
-    def forward(self, x, lengths=None) -> np.ndarray:
-        """Logits: ``(B, T, K)`` per step or ``(B, K)`` at the last step; ``x`` is ``(B, T, input_size)``."""
+    def forward(self, x, lengths=None, training=False) -> np.ndarray:
+        """Logits: ``(B, T, K)`` per step or ``(B, K)`` at the last step; ``x`` is ``(B, T, input_size)``.
+        ``training`` draws the layers' zoneout and recurrent dropout masks (``loss_and_gradients`` does)."""
         W, b = self._checked_readout()
         self._tape = None
-        output, final = self.lstm(x, lengths=lengths)
+        output, final = self.lstm(x, lengths=lengths, training=training)
         D = self.lstm.num_directions
         if self.per_step:
             features = output
@@ -205,7 +206,7 @@ class SequenceModel(PerThreadState):
         """
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-        logits = self.forward(x, lengths)
+        logits = self.forward(x, lengths, training=True)
         B, T = np.shape(x)[:2]
         total, count, d_logits = self.loss(logits, y, self.targets_mask(lengths, T, B))
         if not np.isfinite(total):
