@@ -37,6 +37,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from lstmcore.interop._layout import TORCH, _block_slices
 from lstmcore.interop._torch import _torch_cell, _torch_names
 from lstmcore.layers import LSTM as _CoreLSTM
+from lstmcore.layers import check_proj_size
 from lstmcore.plugins import get_variant
 from lstmcore.variant import Variant
 
@@ -86,8 +87,8 @@ class _Config:
         ours = list(self._core_shapes(k, d))
         if self.torch_layout:
             torch_names = _torch_names(k, d)
-            keys = ["W", "R"] + (["b_in", "b_rec"] if self.bias else [])
-            extra = [n for n in ours if n not in ("W", "R", "b")]
+            keys = ["W", "R"] + (["b_in", "b_rec"] if self.bias else []) + (["W_proj"] if "W_proj" in ours else [])
+            extra = [n for n in ours if n not in ("W", "R", "b", "W_proj")]
             return [(torch_names[key], key) for key in keys] + [(_CoreLSTM.param_name(n, k, d), n) for n in extra]
         return [(_CoreLSTM.param_name(n, k, d), n) for n in ours if self.bias or n != "b"]
 
@@ -204,8 +205,7 @@ def _run_forward(x, state, lengths, weights, config):
     params = cfg.kernel_params([_array(w, "parameter") for w in weights], xs.dtype)
     core = cfg.core(xs.dtype)
     init = (tuple(_array(s, "state") for s in state) if state else  # zeros when the module was given no hx
-            tuple(np.zeros((core.num_layers * core.num_directions, xs.shape[1], core.hidden_size), xs.dtype)
-                  for _ in cfg.cell.state_names))
+            tuple(np.zeros(shape, xs.dtype) for shape, _ in core._state_shapes(xs.shape[1])))
     output, final, tape = core.run_forward(params, xs, init, _lengths(lengths))
     return torch.from_numpy(output), [torch.from_numpy(f) for f in final], tape
 
@@ -238,7 +238,7 @@ def _forward_fake(x, state, lengths, weights, config):
     cfg = _config(config)
     D = 2 if cfg.sizes["bidirectional"] else 1
     T, B, _ = x.shape
-    return [x.new_empty((T, B, D * cfg.sizes["hidden_size"])), *(s.new_empty(s.shape) for s in state),
+    return [x.new_empty((T, B, D * cfg.core(np.float32).output_width)), *(s.new_empty(s.shape) for s in state),
             x.new_empty((), dtype=torch.int64)]
 
 
@@ -341,10 +341,13 @@ class LSTM(nn.Module):
     """
 
     def __init__(self, input_size, hidden_size, variant="vanilla", num_layers=1, bias=True, batch_first=False,
-                 bidirectional=False, **variant_options):
+                 bidirectional=False, proj_size=0, **variant_options):
         super().__init__()
         base = variant if isinstance(variant, Variant) else get_variant(variant)
         cell = base.with_options(**variant_options)
+        if proj_size != 0:  # nn.LSTM's 0 is no projection; lstmcore.LSTM checks the rest
+            cell = cell.with_projection(check_proj_size(proj_size, int(hidden_size)))
+        self.proj_size = proj_size
         self._config_key = _register_config(int(input_size), int(hidden_size), cell, int(num_layers),
                                             bool(bidirectional), bool(bias))
         self._cfg = _configs[self._config_key]
@@ -353,6 +356,7 @@ class LSTM(nn.Module):
         self.num_layers, self.bidirectional = core.num_layers, core.bidirectional
         self.batch_first, self.bias = bool(batch_first), bool(bias)
         self.variant_name, self.state_names = base.name, tuple(cell.state_names)
+        self._state_widths = [(shape[2], text) for shape, text in core._state_shapes(1)]  # h: proj_size wide
         for name in self._cfg.parameter_names:
             self.register_parameter(name, None)
         self.reset_parameters()
@@ -371,7 +375,8 @@ class LSTM(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, variant={self.variant_name!r}, num_layers={self.num_layers}"
-                f", bias={self.bias}, batch_first={self.batch_first}, bidirectional={self.bidirectional}")
+                + (f", proj_size={self.proj_size}" if self.proj_size else "")
+                + f", bias={self.bias}, batch_first={self.batch_first}, bidirectional={self.bidirectional}")
 
     def forward(self, x, hx=None, lengths=None):
         """``output, (h_n, c_n)`` (or ``(h_n,)``); see the class docstring."""
@@ -394,7 +399,7 @@ class LSTM(nn.Module):
         state = self._initial_state(hx, x, B)
         lengths = self._check_lengths(lengths, T, B)
         if torch.compiler.is_compiling():
-            state = state or [x.new_zeros(self._state_shape(B)) for _ in self.state_names]
+            state = state or [x.new_zeros(shape) for shape, _ in self._state_shapes(B)]
             output, *final, _ = _forward_op(x, state, lengths, weights, self._config_key)
         else:
             output, *final = _EagerLSTM.apply(x, lengths, self._config_key, len(state), *state, *weights)
@@ -423,12 +428,12 @@ class LSTM(nn.Module):
         if x.shape[2] != self.input_size:
             raise ValueError(f"x has {x.shape[2]} features in its last axis, expected input_size = {self.input_size}")
 
-    def _state_shape(self, B: int) -> tuple[int, int, int]:
-        return self.num_layers * (2 if self.bidirectional else 1), B, self.hidden_size
+    def _state_shapes(self, B: int) -> list[tuple[tuple[int, int, int], str]]:
+        LD = self.num_layers * (2 if self.bidirectional else 1)
+        return [((LD, B, width), text) for width, text in self._state_widths]
 
     def _initial_state(self, hx, x: Tensor, B: int) -> list[Tensor]:
         """``hx`` checked, as a list of tensors; empty for ``hx=None`` (the kernels start from zeros)."""
-        shape = self._state_shape(B)
         if hx is None:
             return []
         if isinstance(hx, Tensor) and len(self.state_names) == 1:
@@ -438,12 +443,11 @@ class LSTM(nn.Module):
             raise TypeError(f"hx must be a tuple ({names}) for variant {self.variant_name!r}, "
                             f"got {type(hx).__name__}" + (f" of length {len(hx)}" if isinstance(hx, (tuple, list))
                                                           else ""))
-        for s, n in zip(hx, self.state_names):
+        for s, n, (shape, text) in zip(hx, self.state_names, self._state_shapes(B)):
             if not isinstance(s, Tensor):
                 raise TypeError(f"hx {n}_0 must be a torch.Tensor, got {type(s).__name__}")
             if tuple(s.shape) != shape:
-                raise ValueError(f"hx {n}_0 has shape {tuple(s.shape)}, expected "
-                                 f"(num_layers*num_directions, B, hidden_size) = {shape}")
+                raise ValueError(f"hx {n}_0 has shape {tuple(s.shape)}, expected {text} = {shape}")
             if s.dtype != x.dtype or s.device.type != "cpu":
                 raise TypeError(f"hx {n}_0 is a {s.dtype} tensor on {s.device}; expected {x.dtype} on cpu like x")
         return list(hx)

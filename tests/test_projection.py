@@ -133,3 +133,34 @@ def test_sequence_model_and_summary(tmp_path):
     again = load_checkpoint(path)
     np.testing.assert_array_equal(again.forward(x, lengths), model.forward(x, lengths))
 
+
+@pytest.mark.parametrize("cfg", [(1, False, False), (2, True, True)])
+def test_torch_bridge_module(cfg):
+    torch = pytest.importorskip("torch")
+    import lstmcore.torch
+
+    layers, bi, bf = cfg
+    torch.manual_seed(0)
+    reference = torch.nn.LSTM(5, 6, num_layers=layers, bidirectional=bi, batch_first=bf, proj_size=3,
+                              dtype=torch.float64)
+    ours = lstmcore.torch.LSTM(5, 6, num_layers=layers, bidirectional=bi, batch_first=bf, proj_size=3).double()
+    assert "proj_size=3" in repr(ours)
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn((4, 7, 5) if bf else (7, 4, 5), dtype=torch.float64, requires_grad=True)
+    D = 2 if bi else 1
+    h0 = torch.randn(layers * D, 4, 3, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(layers * D, 4, 6, dtype=torch.float64, requires_grad=True)
+    for hx in (None, (h0, c0)):
+        got, want = ours(x, hx), reference(x, hx)
+        for a, b in zip((got[0], *got[1]), (want[0], *want[1])):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    loss_ours = got[0].sum() + got[1][0].square().sum() + got[1][1].sum()
+    grads_ours = torch.autograd.grad(loss_ours, [x, h0, c0, *ours.parameters()])
+    loss_ref = want[0].sum() + want[1][0].square().sum() + want[1][1].sum()
+    grads_ref = torch.autograd.grad(loss_ref, [x, h0, c0, *reference.parameters()])
+    for a, b in zip(grads_ours, grads_ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match="proj_size"):
+        lstmcore.torch.LSTM(5, 6, proj_size=6)
+    with pytest.raises(ValueError, match=r"hx h_0 has shape .* proj_size"):
+        ours(x, (c0, c0))
