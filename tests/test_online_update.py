@@ -123,6 +123,8 @@ def test_where_the_compiled_update_applies(data, monkeypatch):
     assert not online_update_applies(model, Adam(0.1), 1, train)
     softmax = SequenceModel(I, 7, K, seed=0, output="softmax")
     assert not online_update_applies(softmax, SGD(0.1), 1, train)
+    for options in (dict(proj_size=3), dict(zoneout=0.1), dict(recurrent_dropout=0.1)):  # fit's loop: masks, widths
+        assert not online_update_applies(SequenceModel(I, 7, K, seed=0, **options), SGD(0.1), 1, train)
     monkeypatch.setenv("LSTMCORE_ONLINE", "numpy")
     assert not online_update_applies(model, SGD(0.1), 1, train)
     monkeypatch.setenv("LSTMCORE_ONLINE", "fast")

@@ -41,6 +41,8 @@ def online_update_applies(model: SequenceModel, optimizer, batch_size: int, trai
     contiguous parameters, float targets of the model's dtype (``fit`` casts them), every training sequence at least one
     step long, and ``LSTMCORE_ONLINE`` not "numpy"."""
     return (batch_size == 1 and type(optimizer) is SGD and type(model) is SequenceModel and model.per_step
+            # the update runs the stack without a projection or masks (zoneout, recurrent dropout)
+            and (model.lstm.proj_size, model.lstm.zoneout, model.lstm.recurrent_dropout) == (None, None, None)
             and type(model.loss) is BernoulliNLL and train.y.dtype == model.dtype and int(train.lengths.min()) >= 1
             and all(value.flags.c_contiguous for value in model.params.values()) and online_path() == "compiled")
 
