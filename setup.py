@@ -42,7 +42,7 @@ extensions = [
         extra_link_args=link_args if name == "_driver" else [],
         libraries=libraries if name == "_driver" else [],
     )
-    for name in ("_blas", "_activations", "_driver", "_gated", "_lnlstm", "_slstm", "_online")
+    for name in ("_blas", "_activations", "_driver", "_gated", "_lnlstm", "_slstm", "_online", "_gru", "_mgu", "_janet")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

@@ -12,7 +12,9 @@ when its samples spread widely or other processes used the CPUs meanwhile (read 
 marks one still noisy or disturbed after that: rerun that config (``--configs``) when the machine is quiet.
 
 - GFLOP/s are *nominal*: 2*T*B*4H*(I+H) floating-point operations per forward and 3x that for forward+backward, for
-  every variant (a variant with fewer gates does less work, so its nominal rate looks higher). ``% peak`` divides
+  every variant (a variant with fewer gates does less work, so its nominal rate looks higher). The variant/vanilla
+  table also compares time *per unit of work*: a cell's work per step and sequence element is its parameter count per
+  layer (one multiply-add per parameter, docs/cells.md), so gru does 3H(I+H)+4H, mgu and janet 2H(I+H)+2H. ``% peak`` divides
   them by the machine's measured peak for that thread count and dtype, printed above the tables: the best of SciPy's
   BLAS on a 2048 x 2048 product and lstmcore's own small GEMM (``measured_peak``).
 - ``torch`` is ``torch.nn.LSTM`` (always the vanilla LSTM, on its default CPU path; forward under ``torch.no_grad()``,
@@ -251,6 +253,16 @@ def nominal_gflop(B, T, I, H) -> float:
     return 2 * T * B * 4 * H * (I + H) / 1e9
 
 
+def work_per_step(layer, I, H) -> int:
+    """A cell's work per step and sequence element (docs/cells.md): one multiply-add per parameter."""
+    return layer.cells[0].parameter_count(I, H)
+
+
+def per_work(a, work_a, b, work_b) -> str:
+    """(a's time per unit of work) / (b's)."""
+    return "n/a" if a is None or b is None else f"{a['median'] / work_a / (b['median'] / work_b):.3g}"
+
+
 def run(args) -> list[dict]:
     budget, max_samples = (0.1, 10) if args.quick else (0.4, 100)
     results = []
@@ -281,7 +293,8 @@ def run(args) -> list[dict]:
                         layer = lstmcore.LSTM(I, H, variant=variant, dtype=dtype, seed=0)
                         o_fwd, o_fb = ours_calls(layer, x, d_out)
                         n_fwd, n_fb = numpy_calls(layer, x, d_out)
-                        row = dict(base, variant=variant, **torch_row, fwd=timed(o_fwd), fwd_bwd=timed(o_fb))
+                        row = dict(base, variant=variant, **torch_row, fwd=timed(o_fwd), fwd_bwd=timed(o_fb),
+                                   work=work_per_step(layer, I, H))
                         if n_fb is not None:
                             row.update(numpy_fwd=timed(n_fwd), numpy_fwd_bwd=timed(n_fb))
                         if args.memory and threads == args.threads[0]:
@@ -339,11 +352,18 @@ def report(results, args) -> str:
             for threads in args.threads:
                 key = {(r["config"], r["variant"]): r for r in results
                        if r["dtype"] == dtype and r["threads"] == threads}
-                rows = [[c, v, ratio(r["fwd"], key[c, "vanilla"]["fwd"]),
-                         ratio(r["fwd_bwd"], key[c, "vanilla"]["fwd_bwd"])]
-                        for (c, v), r in key.items() if v != "vanilla" and (c, "vanilla") in key]
+                rows = []
+                for (c, v), r in key.items():
+                    if v == "vanilla" or (c, "vanilla") not in key:
+                        continue
+                    van = key[c, "vanilla"]
+                    rows.append([c, v, ratio(r["fwd"], van["fwd"]), ratio(r["fwd_bwd"], van["fwd_bwd"]),
+                                 f"{r['work'] / van['work']:.3g}", per_work(r["fwd"], r["work"], van["fwd"], van["work"]),
+                                 per_work(r["fwd_bwd"], r["work"], van["fwd_bwd"], van["work"])])
                 out.append(f"### Variant time / vanilla time, {dtype}, {threads} thread{'s' if threads > 1 else ''} "
-                           "(targets: at most 1.15, fgr 1.6)\n\n" + table(["config", "variant", "fwd", "fwd+bwd"], rows))
+                           "(targets: at most 1.15, fgr 1.6; per unit of work, the family's cells: at most 1.25)"
+                           "\n\n" + table(["config", "variant", "fwd", "fwd+bwd", "work ÷ vanilla's",
+                                            "per work fwd", "per work f+b"], rows))
     if {"float32", "float64"} <= set(args.dtype):
         for threads in args.threads:
             key = {(r["config"], r["variant"], r["dtype"]): r for r in results if r["threads"] == threads}

@@ -201,6 +201,15 @@ class CompiledCell(Variant):
         return d_init, grads
 
 
+def replace_options(cell, options: dict, accepted: tuple[str, ...]):
+    """A copy of the dataclass variant ``cell`` with ``options`` replaced (``cell`` itself when there are none); a
+    ``TypeError`` naming the unknown ones and the ``accepted`` ones otherwise."""
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for variant {cell.name!r}; it accepts {', '.join(accepted)}")
+    return dataclasses.replace(cell, **options) if options else cell
+
+
 @functools.lru_cache(maxsize=256)
 def _gated_kernel(cell: "GatedCell"):
     # keyed by the cell (its hash is its fields'): building kernel_spec on every forward cost ~30 us a call
@@ -253,6 +262,8 @@ class GatedCell(CompiledCell):
     zoneout: bool = False
     recurrent_dropout: bool = False
     _OPTIONS: ClassVar[tuple[str, ...]] = ("gate_activation", "input_activation", "output_activation", "clip")
+    #: the kind of cell a framework's weight ``lstmcore.interop.Layout`` describes
+    interop_cell: ClassVar[str] = "LSTM"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -295,11 +306,7 @@ class GatedCell(CompiledCell):
         return self.proj_size or hidden_size
 
     def with_options(self, **options) -> "GatedCell":
-        unknown = sorted(set(options) - set(self._OPTIONS))
-        if unknown:
-            raise TypeError(f"unknown option(s) {unknown} for variant {self.name!r}; "
-                            f"it accepts {', '.join(self._OPTIONS)}")
-        return dataclasses.replace(self, **options) if options else self
+        return replace_options(self, options, self._OPTIONS)
 
     # -- parameter blocks ----------------------------------------------------------------------------------------------
     @property

@@ -1,4 +1,4 @@
-"""The sample Cython plugin, ``examples/cython-variant`` (a minimal gated unit that is only its element-wise step on
+"""The sample Cython plugin, ``examples/cython-variant`` (the update-gate RNN, only its element-wise step on
 lstmcore's sequence driver), built and installed from a temporary copy as a plugin author would, then checked: its entry
 point registers it, its forward matches a NumPy reference of the same equations, its gradients match finite
 differences in float64, it runs inside ``lstmcore.LSTM`` (lengths, reverse direction, stacking, batch_first), on 1, 2
@@ -26,11 +26,11 @@ import pytest
 pytestmark = pytest.mark.slow  # builds examples/cython-variant with pip and a C compiler
 
 import lstmcore
-from lstmcore.testing import numerical_gradient
+from cell_gradcheck import gradcheck
 import lstmcore.plugins
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cython-variant"
-DIST, VERSION, MODULE = "lstmcore-mgu", "0.1.0", "lstmcore_mgu"
+DIST, VERSION, MODULE = "lstmcore-ugrnn", "0.1.0", "lstmcore_ugrnn"
 
 
 # -- build ---------------------------------------------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def _missing_build_tool():
 
 
 @pytest.fixture(scope="module")
-def mgu_site(tmp_path_factory):
+def ugrnn_site(tmp_path_factory):
     """A folder holding the built plugin and its dist-info (entry point included), as ``pip install`` leaves them."""
     assert EXAMPLE.is_dir(), f"the example package is missing: {EXAMPLE}"
     reason = _missing_build_tool()
@@ -79,13 +79,13 @@ def mgu_site(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def mgu(mgu_site):
+def ugrnn(ugrnn_site):
     """The plugin module, imported from the built copy; sys.path and sys.modules are restored afterwards."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.syspath_prepend(str(mgu_site))
+        mp.syspath_prepend(str(ugrnn_site))
         importlib.invalidate_caches()
         module = importlib.import_module(MODULE)
-        assert Path(module.__file__).resolve().is_relative_to(mgu_site.resolve())
+        assert Path(module.__file__).resolve().is_relative_to(ugrnn_site.resolve())
         yield module
         for name in [n for n in sys.modules if n == MODULE or n.startswith(MODULE + ".")]:
             del sys.modules[name]
@@ -93,8 +93,8 @@ def mgu(mgu_site):
 
 
 @pytest.fixture
-def registry(mgu, monkeypatch):
-    """A fresh default registry (so that ``LSTM(variant="mgu")`` finds the plugin through its entry point)."""
+def registry(ugrnn, monkeypatch):
+    """A fresh default registry (so that ``LSTM(variant="ugrnn")`` finds the plugin through its entry point)."""
     monkeypatch.delenv("LSTMCORE_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("LSTMCORE_STRICT_PLUGINS", raising=False)
     fresh = lstmcore.plugins.Registry()
@@ -117,8 +117,8 @@ ACTS = {
 }
 
 
-def mgu_reference(x, W, R, b, h0, lengths=None, reverse=False, gate=("sigmoid", 0, 0), cand=("tanh", 0, 0)):
-    """f = sigma(W_f x + R_f h + b_f); n = g(W_n x + R_n (f h) + b_n); h = (1 - f) h + f n, in float64."""
+def ugrnn_reference(x, W, R, b, h0, lengths=None, reverse=False, gate=("sigmoid", 0, 0), cand=("tanh", 0, 0)):
+    """u = sigma(W_u x + R_u h + b_u); c = g(W_c x + R_c h + b_c); h = u h + (1 - u) c, in float64."""
     x, W, R, b, h0 = (np.asarray(a, np.float64) for a in (x, W, R, b, h0))
     T, B, _ = x.shape
     H = R.shape[1]
@@ -130,9 +130,9 @@ def mgu_reference(x, W, R, b, h0, lengths=None, reverse=False, gate=("sigmoid", 
         h = h0[r].copy()
         steps = range(lengths[r] - 1, -1, -1) if reverse else range(lengths[r])
         for t in steps:
-            f = sigma(W[:H] @ x[t, r] + R[:H] @ h + b[:H])
-            n = g(W[H:] @ x[t, r] + R[H:] @ (f * h) + b[H:])
-            h = (1 - f) * h + f * n
+            u = sigma(W[:H] @ x[t, r] + R[:H] @ h + b[:H])
+            c = g(W[H:] @ x[t, r] + R[H:] @ h + b[H:])
+            h = u * h + (1 - u) * c
             out[t, r] = h
         h_n[r] = h
     return out, h_n
@@ -146,14 +146,14 @@ OPTION_SETS = {
 
 
 # -- tests ---------------------------------------------------------------------------------------------------------------
-def test_entry_point_registers_the_plugin(registry, mgu):
+def test_entry_point_registers_the_plugin(registry, ugrnn):
     with warnings.catch_warnings():
         warnings.simplefilter("error", lstmcore.PluginWarning)
         names = lstmcore.list_variants()
-    assert "mgu" in names and names == sorted(names)
-    variant = lstmcore.get_variant("mgu")
-    assert isinstance(variant, mgu.MinimalGatedUnit) and isinstance(variant, lstmcore.Variant)
-    assert registry.source("mgu") == f"{DIST} {VERSION}"
+    assert "ugrnn" in names and names == sorted(names)
+    variant = lstmcore.get_variant("ugrnn")
+    assert isinstance(variant, ugrnn.UpdateGateRNN) and isinstance(variant, lstmcore.Variant)
+    assert registry.source("ugrnn") == f"{DIST} {VERSION}"
     assert variant.state_names == ("h",) and variant.compiled
     I, H = 7, 5
     assert variant.parameter_count(I, H) == 2 * H * (I + H) + 2 * H
@@ -163,7 +163,7 @@ def test_cli_lists_the_plugin(registry, capsys):
     from lstmcore import cli
 
     assert cli.main(["variants", "--input-size", "3", "--hidden-size", "4"]) == 0
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mgu "))
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ugrnn "))
     assert f"{DIST} {VERSION}" in row and str(2 * 4 * 7 + 8) in row
 
 
@@ -171,9 +171,9 @@ def test_cli_lists_the_plugin(registry, capsys):
 @pytest.mark.parametrize("lengths", [None, [6, 0, 3, 1]], ids=["full", "lengths"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-def test_forward_matches_numpy_reference(mgu, dtype, reverse, lengths, options):
+def test_forward_matches_numpy_reference(ugrnn, dtype, reverse, lengths, options):
     opts, gate, cand = OPTION_SETS[options]
-    variant = mgu.MinimalGatedUnit().with_options(**opts)
+    variant = ugrnn.UpdateGateRNN().with_options(**opts)
     rng = np.random.default_rng(7)
     T, B, I, H = 6, 4, 3, 5
     params = variant.init_parameters(I, H, rng, dtype)
@@ -184,7 +184,7 @@ def test_forward_matches_numpy_reference(mgu, dtype, reverse, lengths, options):
     layer_out = np.full((T, B, 2 * H), np.nan, dtype)  # the layer hands over a strided view of its output
     out = layer_out[:, :, H:]
     (h_n,), _ = variant.forward(params, x, (h0,), lens, reverse, out)
-    ref_out, ref_h = mgu_reference(x, params["W"], params["R"], params["b"], h0, lens, reverse, gate, cand)
+    ref_out, ref_h = ugrnn_reference(x, params["W"], params["R"], params["b"], h0, lens, reverse, gate, cand)
     tol = dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-6)
     assert h_n.dtype == dtype and out.dtype == dtype
     np.testing.assert_allclose(out, ref_out, **tol)
@@ -199,35 +199,15 @@ def test_forward_matches_numpy_reference(mgu, dtype, reverse, lengths, options):
 @pytest.mark.parametrize("options", list(OPTION_SETS))
 def test_gradients_match_finite_differences(registry, options):
     """Every parameter entry of a 2-layer bidirectional stack, x and h0, with a padded batch (lengths 5, 0, 2)."""
-    layer = lstmcore.LSTM(3, 4, variant="mgu", num_layers=2, bidirectional=True, dtype=np.float64, seed=3,
+    layer = lstmcore.LSTM(3, 4, variant="ugrnn", num_layers=2, bidirectional=True, dtype=np.float64, seed=3,
                           **OPTION_SETS[options][0])
-    rng = np.random.default_rng(11)
-    T, B, lengths = 5, 3, [5, 0, 2]
-    x = rng.normal(size=(T, B, 3))
-    h0 = rng.normal(size=(4, B, 4))
-    out, (h_n,) = layer(x, (h0,), lengths=lengths)
-    a_out, a_h = rng.normal(size=out.shape), rng.normal(size=h_n.shape)
-
-    def loss():
-        out, (h_n,) = layer(x, (h0,), lengths=lengths)
-        return float(np.sum(a_out * out) + np.sum(a_h * h_n))
-
-    loss()
-    d_x = layer.backward(a_out, a_h)
-    analytic = {name: g.copy() for name, g in layer.grads.items()}
-    analytic.update(x=d_x.copy(), h0=layer.state_grads[0].copy())
-    assert len(layer.state_grads) == 1
-    targets = dict(layer.params, x=x, h0=h0)
-    assert set(analytic) == set(targets)
-    for name, array in targets.items():
-        numeric = numerical_gradient(loss, array)
-        np.testing.assert_allclose(analytic[name], numeric, rtol=1e-5, atol=1e-7, err_msg=name)
+    gradcheck(layer, lengths=[5, 0, 2], seed=11)
 
 
 def test_runs_inside_lstm(registry):
     I, H, B, T = 5, 7, 3, 6
-    layer = lstmcore.LSTM(I, H, variant="mgu", bidirectional=True, batch_first=True, seed=1)
-    assert layer.variant_name == "mgu" and layer.dtype == np.float32
+    layer = lstmcore.LSTM(I, H, variant="ugrnn", bidirectional=True, batch_first=True, seed=1)
+    assert layer.variant_name == "ugrnn" and layer.dtype == np.float32
     assert set(layer.params) == {f"{p}_l0{s}" for p in "WRb" for s in ("", "_reverse")}
     rng = np.random.default_rng(5)
     x = rng.normal(size=(B, T, I)).astype(np.float32)
@@ -245,7 +225,7 @@ def test_runs_inside_lstm(registry):
             assert not h_n[:, r].any()  # zero initial state returned as the final state
 
     # the same layer in float64 computes the same function
-    layer64 = lstmcore.LSTM(I, H, variant="mgu", bidirectional=True, batch_first=True, dtype=np.float64)
+    layer64 = lstmcore.LSTM(I, H, variant="ugrnn", bidirectional=True, batch_first=True, dtype=np.float64)
     for key, value in layer.params.items():
         layer64.params[key][...] = value
     out64, (h64,) = layer64(x.astype(np.float64), lengths=lengths)
@@ -265,13 +245,13 @@ def test_runs_inside_lstm(registry):
         layer.backward(d_out, d_c_n=np.zeros_like(h_n))
 
 
-def test_options_and_read_only_inputs(registry, mgu):
-    layer = lstmcore.LSTM(2, 3, variant="mgu", gate_activation="hard_sigmoid", input_activation="relu", seed=0)
+def test_options_and_read_only_inputs(registry, ugrnn):
+    layer = lstmcore.LSTM(2, 3, variant="ugrnn", gate_activation="hard_sigmoid", input_activation="relu", seed=0)
     cell = layer.cells[0]
     assert (cell.gate_activation.name, cell.input_activation.name) == ("hard_sigmoid", "relu")
-    assert lstmcore.get_variant("mgu").gate_activation.name == "sigmoid", "with_options must not mutate the variant"
+    assert lstmcore.get_variant("ugrnn").gate_activation.name == "sigmoid", "with_options must not mutate the variant"
     with pytest.raises(TypeError, match="unknown option"):
-        lstmcore.LSTM(2, 3, variant="mgu", clip=3.0)
+        lstmcore.LSTM(2, 3, variant="ugrnn", clip=3.0)
     x = np.random.default_rng(0).normal(size=(4, 2, 2)).astype(np.float32)
     expected, _ = layer(x)
     x.setflags(write=False)
@@ -283,46 +263,20 @@ def test_options_and_read_only_inputs(registry, mgu):
 
 
 @pytest.mark.parametrize("options", list(OPTION_SETS))
-def test_conformance_kit(mgu, options):
+def test_conformance_kit(ugrnn, options):
     from lstmcore.testing import CHECKS, assert_conforms
 
-    report = assert_conforms(mgu.MinimalGatedUnit().with_options(**OPTION_SETS[options][0]))
+    report = assert_conforms(ugrnn.UpdateGateRNN().with_options(**OPTION_SETS[options][0]))
     assert report.ok and report.names == list(CHECKS)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-def test_two_stage_step_on_every_team_size(mgu, dtype):
-    """The driver runs the two-stage step (R_n reads f * h) on 1, 2 and 3 threads: each agrees with the NumPy
-    reference (forward) and with the others (gradients, to summation tolerance), and repeats itself bit for bit."""
-    from lstmcore._kernels import _driver
+def test_step_on_every_team_size(ugrnn, dtype):
+    """The driver runs the step on 1, 2 and 3 threads: each agrees with the NumPy reference (forward) and with the
+    others (gradients, to summation tolerance), and repeats itself bit for bit."""
+    from cell_checks import check_team_sizes
 
-    variant = mgu.MinimalGatedUnit()
-    rng = np.random.default_rng(3)
-    T, B, I, H = 6, 5, 4, 40
-    params = {k: (v * 2).astype(dtype) for k, v in variant.init_parameters(I, H, rng, dtype).items()}
-    x = rng.normal(size=(T, B, I)).astype(dtype)
-    h0 = rng.normal(size=(B, H)).astype(dtype)
-    lengths = np.array([6, 0, 3, 6, 1], np.int32)
-    d_out, d_h = rng.normal(size=(T, B, H)).astype(dtype), rng.normal(size=(B, H)).astype(dtype)
-    ref_out, _ = mgu_reference(x, params["W"], params["R"], params["b"], h0, lengths, True)
-    tol = dict(rtol=1e-12, atol=1e-13) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-6)
+    def reference(params, x, h0, lengths):
+        return ugrnn_reference(x, params["W"], params["R"], params["b"], h0, lengths, True)[0]
 
-    def run(threads):
-        out = np.zeros((T, B, H), dtype)
-        W, b, weights, _ = variant.driver_parameters(params)
-        (h_n,), tape = _driver.forward(variant.step_kernel(), True, x, W, b, weights, None, lengths, (h0,), out,
-                                       threads=threads)
-        assert tape.threads == threads
-        grads = {k: np.zeros_like(v) for k, v in params.items()}
-        dW, db, d_weights, _ = variant.driver_parameters(grads)
-        dx = np.zeros_like(x)
-        (dh0,) = _driver.backward(tape, d_out, (d_h,), dW, db, d_weights, None, dx, False)
-        return dict(out=out, h_n=h_n, dx=dx, dh0=dh0, **grads)
-
-    results = {n: run(n) for n in (1, 2, 3)}
-    for n, result in results.items():
-        np.testing.assert_allclose(result["out"], ref_out, **tol, err_msg=str(n))
-        again = run(n)
-        for key, value in result.items():
-            np.testing.assert_array_equal(again[key], value, err_msg=f"{n} threads, {key}: not reproducible")
-            np.testing.assert_allclose(value, results[1][key], **tol, err_msg=f"{n} vs 1 threads, {key}")
+    check_team_sizes(ugrnn.UpdateGateRNN(), reference, dtype)

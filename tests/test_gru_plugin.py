@@ -77,17 +77,17 @@ def installed(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------------------------------
 def test_discovered_through_the_entry_point(installed):
     names = lstmcore.list_variants()
-    assert "gru" in names and "gru-lbr" in names
+    assert "numpy-gru" in names and "numpy-gru-lbr" in names
     version = importlib.metadata.version(DIST)
-    source = registry.source("gru")
+    source = registry.source("numpy-gru")
     assert source.replace("_", "-") == f"{DIST} {version}", source
-    assert registry.source("gru-lbr") == source
-    variant = lstmcore.get_variant("gru")
+    assert registry.source("numpy-gru-lbr") == source
+    variant = lstmcore.get_variant("numpy-gru")
     assert type(variant).__module__ == "lstmcore_gru.gru"
     # the installed copy, not the source tree
     assert Path(sys.modules["lstmcore_gru"].__file__).resolve().is_relative_to(installed.resolve())
     assert variant.state_names == ("h",) and not variant.linear_before_reset
-    assert lstmcore.get_variant("gru-lbr").linear_before_reset
+    assert lstmcore.get_variant("numpy-gru-lbr").linear_before_reset
     assert not registry.failures
     # the built-ins are still all there
     assert {"vanilla", "peephole", "coupled"} <= set(names)
@@ -95,35 +95,35 @@ def test_discovered_through_the_entry_point(installed):
 
 def test_discovered_by_a_fresh_interpreter(installed):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(installed), os.environ.get("PYTHONPATH", "")]))
-    code = "import lstmcore; from lstmcore.plugins import registry; print(registry.source('gru'), lstmcore.list_variants())"
+    code = "import lstmcore; from lstmcore.plugins import registry; print(registry.source('numpy-gru'), lstmcore.list_variants())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=installed.parent,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "lstmcore-gru 0.1.0" in out.stdout.replace("_", "-") and "'gru-lbr'" in out.stdout
+    assert "lstmcore-gru 0.1.0" in out.stdout.replace("_", "-") and "'numpy-gru-lbr'" in out.stdout
 
 
 def test_disable_plugins_hides_it(monkeypatch):
     monkeypatch.setenv("LSTMCORE_DISABLE_PLUGINS", "1")
     registry.reload()
     try:
-        assert "gru" not in lstmcore.list_variants()
+        assert "numpy-gru" not in lstmcore.list_variants() and "gru" in lstmcore.list_variants()
     finally:
         monkeypatch.delenv("LSTMCORE_DISABLE_PLUGINS")
         registry.reload()
-    assert "gru" in lstmcore.list_variants()
+    assert "numpy-gru" in lstmcore.list_variants()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # conformance and training
 # ---------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["gru", "gru-lbr"])
+@pytest.mark.parametrize("name", ["numpy-gru", "numpy-gru-lbr"])
 def test_passes_the_conformance_kit(name):
     report = check_variant(name)
     assert report.ok, str(report)
 
 
 def test_layer_api_with_one_state():
-    layer = lstmcore.LSTM(3, 4, variant="gru", num_layers=2, bidirectional=True, batch_first=True, seed=0)
+    layer = lstmcore.LSTM(3, 4, variant="numpy-gru", num_layers=2, bidirectional=True, batch_first=True, seed=0)
     x = np.random.default_rng(0).normal(size=(2, 6, 3)).astype(np.float32)
     output, state = layer(x, lengths=[6, 2])
     assert output.shape == (2, 6, 8) and len(state) == 1 and state[0].shape == (4, 2, 4)
@@ -136,13 +136,13 @@ def test_layer_api_with_one_state():
     with pytest.raises(ValueError, match="no state 'c'"):
         layer.backward(np.ones_like(output), None, np.ones_like(h_n))
     # an option of the variant, through the layer
-    lbr = lstmcore.LSTM(3, 4, variant="gru", linear_before_reset=True, seed=0)
+    lbr = lstmcore.LSTM(3, 4, variant="numpy-gru", linear_before_reset=True, seed=0)
     assert lbr.cells[0].linear_before_reset
     with pytest.raises(TypeError, match="linear_before_reset"):
-        lstmcore.LSTM(3, 4, variant="gru", clip=1.0)
+        lstmcore.LSTM(3, 4, variant="numpy-gru", clip=1.0)
 
 
-@pytest.mark.parametrize("name", ["gru", "gru-lbr"])
+@pytest.mark.parametrize("name", ["numpy-gru", "numpy-gru-lbr"])
 def test_trains(name):
     """Regress a running sum of the inputs from h_n with a linear read-out: plain SGD reduces the loss."""
     rng = np.random.default_rng(1)
@@ -353,3 +353,43 @@ def test_matches_torch_gru_forward_and_backward():
         np.testing.assert_allclose(layer.grads[f"R_l0{suffix}"], order(g["weight_hh"]), rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(layer.grads[f"Wb_l0{suffix}"], order(g["bias_ih"]), rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(layer.grads[f"Rb_l0{suffix}"], order(g["bias_hh"]), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("lbr", [False, True])
+def test_the_numpy_example_and_the_compiled_builtin_agree(lbr):
+    """Two implementations written apart, the example's NumPy GRU and lstmcore's compiled ``gru``, compute the same
+    function and gradients from the same ONNX tensors (mapped through ``lstmcore.interop``'s ``ONNX_GRU`` layout)."""
+    from lstmcore.interop._layout import ONNX_GRU, import_tensors
+
+    rng = np.random.default_rng(int(lbr))
+    I, H, T, B = 3, 5, 6, 4
+    example = lstmcore.LSTM(I, H, variant="numpy-gru", linear_before_reset=lbr, bidirectional=True,
+                            dtype=np.float64, seed=0)
+    builtin = lstmcore.LSTM(I, H, variant="gru", linear_before_reset=lbr, bidirectional=True, dtype=np.float64)
+    for d in range(2):
+        theirs = {k: rng.normal(scale=0.6, size=example.params[example.param_name(k, 0, d)].shape)
+                  for k in ("W", "R", "Wb", "Rb")}
+        for k, v in theirs.items():
+            example.params[example.param_name(k, 0, d)][...] = v
+        ours = import_tensors(ONNX_GRU, builtin.cells[d], H, theirs["W"], theirs["R"], theirs["Wb"], theirs["Rb"],
+                              dtype=np.float64)
+        for k, v in ours.items():
+            builtin.params[builtin.param_name(k, 0, d)][...] = v
+    x, h0 = rng.normal(size=(T, B, I)), rng.normal(size=(2, B, H))
+    lengths = [6, 0, 3, 1]
+    d_out = rng.normal(size=(T, B, 2 * H))
+    results = []
+    for layer in (example, builtin):
+        out, (h_n,) = layer(x, (h0,), lengths=lengths)
+        d_x = layer.backward(d_out, np.ones_like(h_n))
+        results.append((out, h_n, d_x, layer.state_grads[0], dict(layer.grads)))
+    for a, b in zip(results[0][:4], results[1][:4]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    ex, bi = results[0][4], results[1][4]
+    for d in range(2):
+        name = lambda k: example.param_name(k, 0, d)  # noqa: E731
+        for k in ("W", "R"):
+            np.testing.assert_allclose(ex[name(k)], bi[name(k)], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(ex[name("Wb")], bi[name("b")], rtol=1e-10, atol=1e-12)
+        if lbr:
+            np.testing.assert_allclose(ex[name("Rb")][2 * H:], bi[name("b_rn")], rtol=1e-10, atol=1e-12)

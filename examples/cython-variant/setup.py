@@ -1,4 +1,4 @@
-"""Build of the one extension, ``lstmcore_mgu._mgu``, against the installed lstmcore.
+"""Build of the one extension, ``lstmcore_ugrnn._ugrnn``, against the installed lstmcore.
 
 Two search paths are needed, and they are different:
 
@@ -34,8 +34,8 @@ else:
 
 extensions = [
     Extension(
-        "lstmcore_mgu._mgu",
-        ["src/lstmcore_mgu/_mgu.pyx"],
+        "lstmcore_ugrnn._ugrnn",
+        ["src/lstmcore_ugrnn/_ugrnn.pyx"],
         include_dirs=[numpy.get_include(), lstmcore.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=compile_args,

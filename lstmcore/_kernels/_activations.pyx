@@ -11,6 +11,17 @@ ACTIVATIONS = {
 }
 
 
+def checked_activation(value, str argument):
+    """A kernel's ``(name, alpha, beta)`` as ``(ActivationKind, alpha, beta)``, or a ValueError naming ``argument``."""
+    if not (isinstance(value, tuple) and len(value) == 3 and value[0] in ACTIVATIONS):
+        raise ValueError(f"{argument} must be (name, alpha, beta) with a name among {', '.join(ACTIVATIONS)}, "
+                         f"got {value!r}")
+    alpha, beta = float(value[1]), float(value[2])
+    if not (np.isfinite(alpha) and np.isfinite(beta)):
+        raise ValueError(f"{argument}: alpha and beta must be finite, got {value!r}")
+    return ACTIVATIONS[value[0]], alpha, beta
+
+
 def _apply(int kind, double alpha, double beta, floating[::1] v):
     with nogil:
         activate_block(kind, <floating> alpha, <floating> beta, &v[0], v.shape[0])

@@ -26,7 +26,7 @@ from lstmcore._kernels._driver cimport CellDesc, StepView
 from lstmcore._kernels._activations cimport (activate_block, multiply_derivative_block, clip_block,
                                               zero_where_clipped)
 
-from lstmcore._kernels._activations import ACTIVATIONS
+from lstmcore._kernels._activations import checked_activation
 
 
 cdef inline floating *_at(floating *base, Py_ssize_t index, Py_ssize_t H) noexcept nogil:
@@ -296,16 +296,6 @@ cdef void _backward_d(const CellDesc *cell, const StepView *v) noexcept nogil:
     _backward(<const GatedSpec *> cell.spec, v, <double *> v.d_pre)
 
 
-def _activation(value, str argument):
-    if not (isinstance(value, tuple) and len(value) == 3 and value[0] in ACTIVATIONS):
-        raise ValueError(f"{argument} must be (name, alpha, beta) with a name among {', '.join(ACTIVATIONS)}, "
-                         f"got {value!r}")
-    alpha, beta = float(value[1]), float(value[2])
-    if not (isfinite(alpha) and isfinite(beta)):
-        raise ValueError(f"{argument}: alpha and beta must be finite, got {value!r}")
-    return ACTIVATIONS[value[0]], alpha, beta
-
-
 cdef class GatedKernel(CellKernel):
     """The step of one gated cell, configured by name::
 
@@ -337,9 +327,9 @@ cdef class GatedKernel(CellKernel):
         s.blk_z = len(blocks) - 1
         s.pk_i, s.pk_f, s.pk_o = peepholes.find("i"), peepholes.find("f"), peepholes.find("o")
         s.coupled = coupled
-        s.act_gate, s.gate_alpha, s.gate_beta = _activation(gate_activation, "gate_activation")
-        s.act_input, s.input_alpha, s.input_beta = _activation(input_activation, "input_activation")
-        s.act_output, s.output_alpha, s.output_beta = _activation(output_activation, "output_activation")
+        s.act_gate, s.gate_alpha, s.gate_beta = checked_activation(gate_activation, "gate_activation")
+        s.act_input, s.input_alpha, s.input_beta = checked_activation(input_activation, "input_activation")
+        s.act_output, s.output_alpha, s.output_beta = checked_activation(output_activation, "output_activation")
         s.clip = clip
         s.gate_recurrence = gate_recurrence
         s.zoneout, s.recurrent_dropout = zoneout, recurrent_dropout

@@ -2,11 +2,11 @@
 
 Installing the distribution registers two variants through the ``lstmcore`` entry point:
 
-- ``gru``: ONNX's default GRU (``linear_before_reset=0``);
-- ``gru-lbr``: ``linear_before_reset=1`` (the GRU of PyTorch and cuDNN).
+- ``numpy-gru``: ONNX's default GRU (``linear_before_reset=0``);
+- ``numpy-gru-lbr``: ``linear_before_reset=1`` (the GRU of PyTorch and cuDNN).
 
     >>> import lstmcore
-    >>> layer = lstmcore.LSTM(8, 16, variant="gru", seed=0)                 # doctest: +SKIP
+    >>> layer = lstmcore.LSTM(8, 16, variant="numpy-gru", seed=0)                 # doctest: +SKIP
     >>> output, (h_n,) = layer(x)                                           # doctest: +SKIP
 """
 import lstmcore
@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 __all__ = ["GRU", "ReverseOnly", "from_onnx_gru", "run_onnx_gru", "register_variants", "VARIANTS"]
 
 #: The variants this plugin registers.
-VARIANTS = (GRU("gru", linear_before_reset=False), GRU("gru-lbr", linear_before_reset=True))
+VARIANTS = (GRU("numpy-gru", linear_before_reset=False), GRU("numpy-gru-lbr", linear_before_reset=True))
 
 
 @lstmcore.hookimpl

@@ -52,7 +52,7 @@ def from_onnx_gru(W, R, B=None, *, hidden_size, direction="forward", linear_befo
     if B.shape != (D, 6 * H):
         raise ValueError(f"ONNX GRU input B has shape {B.shape}, expected [num_directions, 6*hidden_size] = "
                          f"{(D, 6 * H)}")
-    cell = GRU("gru-lbr" if linear_before_reset else "gru", linear_before_reset=bool(linear_before_reset))
+    cell = GRU("numpy-gru-lbr" if linear_before_reset else "gru", linear_before_reset=bool(linear_before_reset))
     variant = ReverseOnly(cell) if direction == "reverse" else cell
     layer = lstmcore.LSTM(I, H, variant=variant, bidirectional=D == 2, dtype=dtype)
     for d in range(D):

@@ -1,6 +1,6 @@
-"""Minimal gated unit (Zhou, Wu, Zhang & Zhou, 2016) as a step of lstmcore's sequence driver: only the element-wise
-maths of one step, forward and backward, in ``noexcept nogil`` Cython. The driver (``lstmcore._kernels._driver``) does
-everything else: the input projection, the recurrent products, lengths, the reverse direction, threads, dW, dR, dx.
+"""The minimal gated unit (Zhou, Wu, Zhang & Zhou, 2016) as a step of the sequence driver: only the element-wise maths
+of one step, forward and backward; the driver does the input projection, the recurrent products, lengths, the reverse
+direction, threads, dW, dR and dx.
 
 Equations (sigma the gate activation, g the candidate activation; sigmoid and tanh by default)::
 
@@ -22,7 +22,7 @@ from cython cimport floating
 from lstmcore._kernels._driver cimport CellKernel, CellDesc, StepView
 from lstmcore._kernels._activations cimport activate_block, multiply_derivative_block
 
-from lstmcore._kernels._activations import ACTIVATIONS
+from lstmcore._kernels._activations import checked_activation
 
 
 cdef struct MGUSpec:
@@ -106,10 +106,9 @@ cdef class MGUKernel(CellKernel):
     cdef MGUSpec spec
 
     def __cinit__(self, tuple gate_activation, tuple input_activation):
-        self.spec.act_gate = ACTIVATIONS[gate_activation[0]]
-        self.spec.gate_alpha, self.spec.gate_beta = gate_activation[1], gate_activation[2]
-        self.spec.act_cand = ACTIVATIONS[input_activation[0]]
-        self.spec.cand_alpha, self.spec.cand_beta = input_activation[1], input_activation[2]
+        s = &self.spec
+        s.act_gate, s.gate_alpha, s.gate_beta = checked_activation(gate_activation, "gate_activation")
+        s.act_cand, s.cand_alpha, s.cand_beta = checked_activation(input_activation, "input_activation")
         d = &self.desc
         d.n_blocks = d.n_input_blocks = 2        # [f, n]
         d.n_carried = d.n_states = 1             # h
