@@ -34,8 +34,8 @@ except ImportError as exc:  # pragma: no cover - the tests run with torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstmcore.interop._layout import TORCH, _block_slices
-from lstmcore.interop._torch import _torch_cell, _torch_names
+from lstmcore.interop._layout import _block_slices, separate_recurrent_bias
+from lstmcore.interop._torch import _torch_cell, _torch_layout, _torch_names
 from lstmcore.layers import LSTM as _CoreLSTM
 from lstmcore.layers import check_proj_size
 from lstmcore.plugins import get_variant
@@ -64,11 +64,14 @@ class _Config:
             names = ", ".join(cell.parameter_shapes(input_size, hidden_size))
             raise ValueError(f"bias=False drops the bias 'b' of a cell; variant {cell.name!r} has no parameter 'b' "
                              f"(its parameters: {names}): use bias=True")
-        if self.torch_layout:  # our gate rows from PyTorch's (i, f, g, o) rows, and back: _layout's permutation
-            H = hidden_size
+        self.apart = None
+        if self.torch_layout:  # our gate rows from PyTorch's (i, f, g, o) or (r, z, n) rows, and back: _layout's
+            H = hidden_size     # permutation; the GRU's bias_hh n block is our b_rn (``apart``), not part of b
+            gates = _torch_layout(cell).gates
             self.torch_rows = np.concatenate([np.arange(theirs.start, theirs.stop)
-                                              for _, theirs in _block_slices(TORCH.gates, cell.gate_blocks, H)])
+                                              for _, theirs in _block_slices(gates, cell.gate_blocks, H)])
             self.from_torch_rows = np.argsort(self.torch_rows)
+            self.apart = separate_recurrent_bias(cell, H)
         #: per (layer, direction): [(module name, our name or the torch key)] in the module's parameter order
         self.names = [self._direction_names(k, d) for k, d in self.directions]
         self.parameter_names = [name for names in self.names for name, _ in names]
@@ -88,7 +91,7 @@ class _Config:
         if self.torch_layout:
             torch_names = _torch_names(k, d)
             keys = ["W", "R"] + (["b_in", "b_rec"] if self.bias else []) + (["W_proj"] if "W_proj" in ours else [])
-            extra = [n for n in ours if n not in ("W", "R", "b", "W_proj")]
+            extra = [n for n in ours if n not in ("W", "R", "b", "W_proj") and not (self.apart and n == self.apart[1])]
             return [(torch_names[key], key) for key in keys] + [(_CoreLSTM.param_name(n, k, d), n) for n in extra]
         return [(_CoreLSTM.param_name(n, k, d), n) for n in ours if self.bias or n != "b"]
 
@@ -114,9 +117,15 @@ class _Config:
                 rows = self.torch_rows
                 given["W"], given["R"] = given["W"][rows], given["R"][rows]
                 if self.bias:
-                    given["b"] = (given.pop("b_in") + given.pop("b_rec"))[rows]
+                    b_in, b_rec = given.pop("b_in")[rows], given.pop("b_rec")[rows]
+                    if self.apart:
+                        given[self.apart[1]] = b_rec[self.apart[0]].copy()
+                        b_rec[self.apart[0]] = 0
+                    given["b"] = b_in + b_rec
             if not self.bias:
-                given["b"] = np.zeros(self._core_shapes(k, d)["b"], dtype)
+                shapes = self._core_shapes(k, d)
+                dropped = ("b",) + ((self.apart[1],) if self.apart else ())  # bias=False: no b, no b_hn
+                given.update({name: np.zeros(shapes[name], dtype) for name in dropped})
             params[k][d] = given
         return params
 
@@ -131,7 +140,10 @@ class _Config:
                 if key in ("W", "R", "b_in") and self.torch_layout:
                     out.append(ours[self.from_torch_rows])
                 elif key == "b_rec":
-                    out.append(ours[self.from_torch_rows] if split_bias else np.zeros_like(ours))
+                    rec = ours.copy() if split_bias else np.zeros_like(ours)
+                    if self.apart:
+                        rec[self.apart[0]] = grads[_CoreLSTM.param_name(self.apart[1], k, d)]
+                    out.append(rec[self.from_torch_rows])
                 else:
                     out.append(ours)
         return out
@@ -335,7 +347,9 @@ class LSTM(nn.Module):
     Parameters: variants with PyTorch's gates (``vanilla``, ``peephole``, ``niaf``, ``noaf``, ``fgr``, and specs
     like them) have ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (``_reverse``) in
     PyTorch's shapes and gate order (i, f, g, o), summed into lstmcore's one bias at call time, plus their own
-    (``p_l{k}`` peepholes, ``Rg_l{k}``); the others use lstmcore's names (``W_l{k}``, ``R_l{k}``, ``b_l{k}``, ...).
+    (``p_l{k}`` peepholes, ``Rg_l{k}``); ``gru`` has ``nn.GRU``'s (gate order r, z, n; the n block of ``bias_hh`` is
+    its ``b_rn``), so an ``nn.GRU``'s ``state_dict`` loads into it; the others use lstmcore's names (``W_l{k}``,
+    ``R_l{k}``, ``b_l{k}``, ...).
     ``variant_options`` configure the variant (``gate_activation``, ``clip``, ...). Initialised as lstmcore
     initialises the variant, from torch's random generator (``torch.manual_seed``).
     """

@@ -207,7 +207,7 @@ def test_from_torch_peephole_variant_starts_with_zero_peepholes():
     out, (h_n, c_n) = layer(x, state)
     assert_close(out, t_out, np.float64)
     assert_close(c_n, t_c, np.float64)
-    with pytest.raises(ValueError, match="vanilla variant only"):
+    with pytest.raises(ValueError, match="vanilla and gru variants only"):
         to_torch(layer)
 
 
@@ -221,8 +221,8 @@ def test_from_torch_refuses_variants_without_pytorch_gates(variant, match):
 
 
 def test_from_torch_errors():
-    with pytest.raises(TypeError, match="torch.nn.LSTM"):
-        from_torch(torch.nn.GRU(I, H))
+    with pytest.raises(TypeError, match="torch.nn.LSTM or torch.nn.GRU, got RNN"):
+        from_torch(torch.nn.RNN(I, H))
     with pytest.raises(TypeError, match="float16"):
         from_torch(torch.nn.LSTM(I, H, dtype=torch.float16))
     with pytest.raises(KeyError, match="vanilla"):
@@ -243,7 +243,7 @@ def test_from_torch_errors():
 ], ids=["peephole", "coupled", "noaf", "hard_sigmoid", "clip", "reverse-options", "onnx-reverse-only"])
 def test_to_torch_refuses_other_variants(make):
     layer = make()
-    with pytest.raises(ValueError, match="vanilla variant only"):
+    with pytest.raises(ValueError, match="vanilla and gru variants only"):
         to_torch(layer)
     with pytest.raises(TypeError, match="lstmcore.LSTM"):
         to_torch(torch.nn.LSTM(I, H))
