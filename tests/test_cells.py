@@ -225,3 +225,16 @@ def test_the_family_group_runs_as_a_study(tmp_path):
     for name, row in rows.items():
         assert row["state"] == "COMPLETE" and np.isfinite(row["test"]), (name, row)
     assert rows["gru"]["parameter_count"] < rows["vanilla"]["parameter_count"]
+
+
+@pytest.mark.parametrize("config", ["family_long_range.toml", "family_jsb.toml"])
+def test_the_family_study_configs_load(config):
+    from pathlib import Path
+
+    from lstmcore.ablation.config import StudyConfig, load_toml
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "ablation" / config
+    study = StudyConfig.from_tables(load_toml(path))
+    assert study.variants == lstmcore.get_group("family") and study.baseline == "vanilla"
+    if study.dataset == "adding":
+        assert study.dataset_options["length"] >= 200  # a long-range task

@@ -134,7 +134,7 @@ def test_a_hook_that_raises_is_reported_and_its_other_hooks_still_count():
 
 
 def test_unknown_group_and_dataset_list_the_known_ones():
-    with pytest.raises(KeyError, match="unknown variant group 'nope'; known groups: odyssey"):
+    with pytest.raises(KeyError, match="unknown variant group 'nope'; known groups: .*odyssey"):
         lstmcore.get_group("nope")
     with pytest.raises(KeyError, match="unknown dataset 'nope'; known: adding, copy, jsb_chorales, temporal_order"):
         load_dataset("nope")
