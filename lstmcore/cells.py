@@ -40,10 +40,6 @@ class FamilyCell(CompiledCell):
     def with_options(self, **options):
         return replace_options(self, options, self._OPTIONS)
 
-    @property
-    def equations(self) -> str:
-        return type(self).__doc__
-
     def step_kernel(self):
         return _kernel(type(self), tuple(self.kernel_spec.items()))
 

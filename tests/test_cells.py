@@ -170,7 +170,9 @@ def test_registered_as_builtins_with_their_parameter_count(name, count, capsys):
     assert cli.main(["variants", "--input-size", "3", "--hidden-size", "4"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(name + " "))
     assert BUILTIN_SOURCE in row and f" {count(3, 4)} " in row
-    assert cell.equations == type(cell).__doc__ and "h_t" in cell.equations
+    assert cli.main(["variants", "--show", name]) == 0
+    shown = capsys.readouterr().out
+    assert "h_t" in shown and type(cell).__doc__.split("\n")[0].strip() in shown  # the equations, from the docstring
 
 
 def test_gru_without_linear_before_reset_has_no_b_rn():

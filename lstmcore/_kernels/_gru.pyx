@@ -9,7 +9,7 @@ has added x W^T + b and the recurrent products to the pre-activations)::
     n = g(W_n x + b_n + r * (R_n h_{t-1} + b_rn))         candidate, linear_before_reset = 1 (torch.nn.GRU, cuDNN)
     h_t = (1 - z) * n + z * h_{t-1}
 
-Layout for the driver. Blocks [z, r, n], all fed by x; one carried vector, h.
+Blocks for the driver: [z, r, n], all fed by x; one carried vector, h.
 - linear_before_reset = 0: two stages. Stage 0: R_zr (blocks z, r) reads h_{t-1}; the step writes V_t = r * h_{t-1}.
   Stage 1: R_n (block n) reads V_t.
 - linear_before_reset = 1: one stage and a fourth block, R_n h_{t-1}, not fed by x; R_zr and R_n both read h_{t-1};

@@ -5,7 +5,7 @@ has added x W^T + b and R h_{t-1} to the pre-activations s and c~)::
 
     f = sigma(s)       u = sigma(s - beta)       c_t = f * c_{t-1} + (1 - u) * g(c~)       h_t = c_t
 
-Layout for the driver: blocks [s, c~], both fed by x; one carried vector (h = c); one stage, R reads h_{t-1}; the
+Blocks for the driver: [s, c~], both fed by x; one carried vector (h = c); one stage, R reads h_{t-1}; the
 cache keeps u = sigma(s - beta) (beta a constant of the kernel).
 
 Backward (dc = dE/dc_t, from above and from step t+1)::

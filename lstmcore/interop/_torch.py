@@ -13,8 +13,7 @@ import warnings
 import numpy as np
 
 from lstmcore.interop._layout import TORCH, TORCH_GRU, Layout, check_cell, export_tensors, import_tensors, layout_cell
-from lstmcore.interop._onnx import ReverseOnly
-from lstmcore.layers import LSTM
+from lstmcore.layers import LSTM, ReverseOnly
 from lstmcore.plugins import get_variant
 from lstmcore.variant import Variant
 
