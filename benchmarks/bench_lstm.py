@@ -14,7 +14,8 @@ marks one still noisy or disturbed after that: rerun that config (``--configs``)
 - GFLOP/s are *nominal*: 2*T*B*4H*(I+H) floating-point operations per forward and 3x that for forward+backward, for
   every variant (a variant with fewer gates does less work, so its nominal rate looks higher). The variant/vanilla
   table also compares time *per unit of work*: a cell's work per step and sequence element is its parameter count per
-  layer (one multiply-add per parameter, docs/cells.md), so gru does 3H(I+H)+4H, mgu and janet 2H(I+H)+2H. ``% peak`` divides
+  layer (one multiply-add per parameter, docs/cells.md), so gru does 3H(I+H)+4H, mgu and janet 2H(I+H)+2H.
+  ``% peak`` divides
   them by the machine's measured peak for that thread count and dtype, printed above the tables: the best of SciPy's
   BLAS on a 2048 x 2048 product and lstmcore's own small GEMM (``measured_peak``).
 - ``torch`` is ``torch.nn.LSTM`` (always the vanilla LSTM, on its default CPU path; forward under ``torch.no_grad()``,
@@ -358,7 +359,8 @@ def report(results, args) -> str:
                         continue
                     van = key[c, "vanilla"]
                     rows.append([c, v, ratio(r["fwd"], van["fwd"]), ratio(r["fwd_bwd"], van["fwd_bwd"]),
-                                 f"{r['work'] / van['work']:.3g}", per_work(r["fwd"], r["work"], van["fwd"], van["work"]),
+                                 f"{r['work'] / van['work']:.3g}",
+                                 per_work(r["fwd"], r["work"], van["fwd"], van["work"]),
                                  per_work(r["fwd_bwd"], r["work"], van["fwd_bwd"], van["work"])])
                 out.append(f"### Variant time / vanilla time, {dtype}, {threads} thread{'s' if threads > 1 else ''} "
                            "(targets: at most 1.15, fgr 1.6; per unit of work, the family's cells: at most 1.25)"

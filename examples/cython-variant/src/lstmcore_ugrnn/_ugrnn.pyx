@@ -89,7 +89,8 @@ cdef void _backward_d(const CellDesc *cell, const StepView *v) noexcept nogil:
 
 
 cdef class UGRNNKernel(CellKernel):
-    """The UGRNN step for the driver: ``UGRNNKernel(gate_activation, input_activation)``, each ``(name, alpha, beta)``."""
+    """The UGRNN step for the driver: ``UGRNNKernel(gate_activation, input_activation)``, each
+    ``(name, alpha, beta)``."""
     cdef UGRNNSpec spec
 
     def __cinit__(self, tuple gate_activation, tuple input_activation):

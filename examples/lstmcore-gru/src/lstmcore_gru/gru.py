@@ -58,7 +58,8 @@ class GRU(lstmcore.Variant):
     """Gated recurrent unit with ONNX's gate order (z, r, h) and ``linear_before_reset`` both ways.
 
     See the module docstring for the equations, parameter shapes and the treatment of ``lengths``.
-    ``lstmcore.LSTM(8, 16, variant="numpy-gru")`` (``linear_before_reset=0``, ONNX's default) or ``variant="numpy-gru-lbr"``
+    ``lstmcore.LSTM(8, 16, variant="numpy-gru")`` (``linear_before_reset=0``, ONNX's default) or
+    ``variant="numpy-gru-lbr"``
     (``linear_before_reset=1``, PyTorch's ``nn.GRU``); ``linear_before_reset`` is also a layer option:
     ``lstmcore.LSTM(8, 16, variant="numpy-gru", linear_before_reset=True)``.
     """
