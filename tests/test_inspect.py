@@ -139,7 +139,7 @@ def test_float32_trace_agrees_with_the_compiled_forward():
         np.testing.assert_allclose(tr.output, output, atol=2e-5, err_msg=name)
         for traced, final in zip(tr.final_state, finals, strict=True):
             np.testing.assert_allclose(traced, final, atol=2e-5, err_msg=name)
-        assert tr[0]["c"].dtype == np.float32
+        assert tr[0]["output"].dtype == np.float32
 
 
 def test_trace_leaves_forward_and_backward_alone():
