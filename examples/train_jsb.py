@@ -1,7 +1,7 @@
 """Train one LSTM layer on JSB Chorales (next-step prediction of the 88-key piano roll) and report the test NLL per
 step, the paper's metric (Greff et al. 2017 reach about 8.4-8.8 nats with the best settings).
 
-    OPENBLAS_NUM_THREADS=1 python examples/train_jsb.py --data /work/shared/data/jsb-chorales --variant peephole
+    OPENBLAS_NUM_THREADS=1 python examples/train_jsb.py --data path/to/jsb-chorales --variant peephole
 """
 import argparse
 import json
