@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from lstmcore._kernels._driver import frozen_copy
 from lstmcore._per_thread import PerThreadState, per_thread
 from lstmcore._validation import finite_number, positive_int, random_seed
 from lstmcore.plugins import get_variant
@@ -291,23 +292,28 @@ class LSTM(PerThreadState):
 
     def _direction_params(self, layer: int, direction: int) -> dict[str, np.ndarray]:
         """The parameters of one layer and direction, checked and copied for the kernel."""
-        out = {}
-        for name, key in self.parameter_keys(layer, direction).items():
-            shape = self._shapes[key]
-            if key not in self.params:
-                raise ValueError(f"layer.params lacks {key!r} (parameter {name!r} of layer {layer}, "
-                                 f"{'reverse' if direction else 'forward'} direction), of shape {shape}")
-            value = self.params[key]
-            if not isinstance(value, np.ndarray):
-                raise TypeError(f"layer.params[{key!r}] must be a NumPy array, got {type(value).__name__}")
-            if value.shape != shape:
-                raise ValueError(f"layer.params[{key!r}] has shape {value.shape}, expected {shape}")
-            if value.dtype != self.dtype:
-                raise TypeError(f"layer.params[{key!r}] has dtype {value.dtype}, the layer's dtype is {self.dtype}")
-            if self.check_finite and not np.isfinite(value).all():
+        out, params, shapes = {}, self.params, self._shapes
+        for name, key in self._keys[layer, direction].items():
+            value = params[key] if key in params else None
+            if not (isinstance(value, np.ndarray) and value.shape == shapes[key] and value.dtype == self.dtype):
+                self._parameter_error(layer, direction, name, key, value)
+            copy = frozen_copy(value, self.check_finite)
+            if copy is None:
                 raise ValueError(f"layer.params[{key!r}] contains NaN or Inf")
-            out[name] = _own_copy(value)
+            out[name] = copy
         return out
+
+    def _parameter_error(self, layer: int, direction: int, name: str, key: str, value):
+        """Raise what is wrong with ``value`` as ``layer.params[key]``: missing, not an array, shape or dtype."""
+        shape = self._shapes[key]
+        if key not in self.params:
+            raise ValueError(f"layer.params lacks {key!r} (parameter {name!r} of layer {layer}, "
+                             f"{'reverse' if direction else 'forward'} direction), of shape {shape}")
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"layer.params[{key!r}] must be a NumPy array, got {type(value).__name__}")
+        if value.shape != shape:
+            raise ValueError(f"layer.params[{key!r}] has shape {value.shape}, expected {shape}")
+        raise TypeError(f"layer.params[{key!r}] has dtype {value.dtype}, the layer's dtype is {self.dtype}")
 
     def parameter_count(self) -> int:
         return int(sum(v.size for v in self.params.values()))
@@ -326,7 +332,7 @@ class LSTM(PerThreadState):
                 + f"batch_first={self.batch_first}, dtype={self.dtype.name})")
 
     # -- validation ---------------------------------------------------------------------------------------------------
-    def _float_array(self, value, name: str, shape: tuple[int, ...], shape_text: str) -> np.ndarray:
+    def _float_array(self, value, name: str, shape: tuple[int, ...], shape_text: str, finite: bool = True) -> np.ndarray:
         if not isinstance(value, np.ndarray):
             try:
                 value = np.asarray(value, dtype=self.dtype)
@@ -339,13 +345,19 @@ class LSTM(PerThreadState):
             raise TypeError(f"{name} has unsupported dtype {value.dtype}; expected {self.dtype}")
         if value.shape != shape:
             raise ValueError(f"{name} has shape {value.shape}, expected {shape_text} = {shape}")
-        if self.check_finite and not np.isfinite(value).all():
+        if finite and self.check_finite and not np.isfinite(value).all():
             raise ValueError(f"{name} contains NaN or Inf")
         return value
 
+    def _frozen(self, value: np.ndarray, name: str) -> np.ndarray:
+        """The forward's own copy of ``value`` (checked by ``_float_array`` but for NaN and Inf, checked here)."""
+        copy = frozen_copy(value, self.check_finite)
+        if copy is None:
+            raise ValueError(f"{name} contains NaN or Inf")
+        return copy
+
     def _input(self, x) -> np.ndarray:
         order = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
-        fresh = isinstance(x, (list, tuple))  # other array-likes (a memmap, a tensor) may share the caller's memory
         if not isinstance(x, np.ndarray):
             try:
                 x = np.asarray(x, dtype=self.dtype)
@@ -357,13 +369,9 @@ class LSTM(PerThreadState):
             raise ValueError(f"x has {x.shape[2]} features in its last axis, expected input_size = {self.input_size}")
         if (x.shape[0] if self.batch_first else x.shape[1]) < 1:
             raise ValueError(f"x has an empty batch: shape {x.shape}, expected {order} with B >= 1")
-        x = self._float_array(x, "x", x.shape, order)
-        time_major = np.ascontiguousarray(x.transpose(1, 0, 2) if self.batch_first else x)
-        # the backward reads it: the forward's own copy, unless converting a list or the transpose made one
-        if not fresh and np.may_share_memory(time_major, x):
-            return _own_copy(time_major)
-        time_major.flags.writeable = False
-        return time_major
+        x = self._float_array(x, "x", x.shape, order, finite=False)
+        # the backward reads it: the forward's own (time-major) copy
+        return self._frozen(x.transpose(1, 0, 2) if self.batch_first else x, "x")
 
     def _lengths(self, lengths, T: int, B: int):
         if lengths is None:
@@ -393,7 +401,7 @@ class LSTM(PerThreadState):
             got = f"{len(state)} arrays" if isinstance(state, (tuple, list)) else type(state).__name__
             raise TypeError(f"state must be a tuple ({', '.join(n + '_0' for n in names)},) of {len(names)} "
                             f"array(s), got {got}")
-        return tuple(_own_copy(self._float_array(s, f"state {n}_0", shape, text))
+        return tuple(self._frozen(self._float_array(s, f"state {n}_0", shape, text, finite=False), f"state {n}_0")
                      for s, n, (shape, text) in zip(state, names, shapes))
 
     # -- compute ------------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ computed by the same thread in the same order: results are bitwise reproducible.
 """
 cimport cython
 from cython cimport floating
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 import threading
 
@@ -95,9 +95,10 @@ cdef struct Plan:
     Py_ssize_t step_flops                       # of the recurrent products of one step, forward
 
 
-def _check(bint ok, str message):
+cdef inline int _check(bint ok, str message) except -1:
     if not ok:
         raise ValueError(message)
+    return 0
 
 
 cdef inline Py_ssize_t _column(const Plan *p, int stage, Py_ssize_t q) noexcept nogil:
@@ -119,7 +120,38 @@ cdef inline Py_ssize_t _weight_columns(const Plan *p, const RecurrentWeight *w) 
     return _column(p, w.stage, last) + _width(p, w.stage, last) - _column(p, w.stage, w.first_vector)
 
 
+cdef struct PlanCacheEntry:
+    bint used
+    CellDesc desc
+    Py_ssize_t H, B, proj
+    Plan plan
+
+#: The last plans made, reused while the description and shape match (checking and laying out a plan on every call
+#: was a tenth of a one-step call). Only touched with the GIL held, which is never released in between.
+cdef enum:
+    PLAN_CACHE_SIZE = 8
+cdef PlanCacheEntry _plan_cache[PLAN_CACHE_SIZE]
+cdef int _plan_cache_next = 0
+
+
 cdef Plan _plan(const CellDesc *d, Py_ssize_t H, Py_ssize_t B, Py_ssize_t proj=0) except *:
+    """``_build_plan``'s plan, from the cache when an identical description (byte for byte) had one for this shape."""
+    global _plan_cache_next
+    cdef int i
+    for i in range(PLAN_CACHE_SIZE):
+        if (_plan_cache[i].used and _plan_cache[i].H == H and _plan_cache[i].B == B and _plan_cache[i].proj == proj
+                and memcmp(&_plan_cache[i].desc, d, sizeof(CellDesc)) == 0):
+            return _plan_cache[i].plan
+    cdef Plan plan = _build_plan(d, H, B, proj)  # raises for a bad description: nothing cached
+    i = _plan_cache_next
+    _plan_cache_next = (i + 1) % PLAN_CACHE_SIZE
+    memcpy(&_plan_cache[i].desc, d, sizeof(CellDesc))  # every byte, padding included, as memcmp compares
+    _plan_cache[i].used, _plan_cache[i].plan = True, plan
+    _plan_cache[i].H, _plan_cache[i].B, _plan_cache[i].proj = H, B, proj
+    return plan
+
+
+cdef Plan _build_plan(const CellDesc *d, Py_ssize_t H, Py_ssize_t B, Py_ssize_t proj=0) except *:
     """Check a cell's description (every number the kernels index with) and lay out its packed weights; ``proj``
     > 0 for a projected output."""
     cdef Plan p
@@ -764,6 +796,33 @@ def team_size(Py_ssize_t step_flops, Py_ssize_t hidden, Py_ssize_t batch=0, bint
     return max(1, n)
 
 
+# -- the layer's own copies -------------------------------------------------------------------------------------------
+cdef extern from "lstmcore_finite.h" nogil:
+    int lc_all_finite_f(const float *p, Py_ssize_t n)
+    int lc_all_finite_d(const double *p, Py_ssize_t n)
+
+
+def frozen_copy(cnp.ndarray array, bint check_finite):
+    """A C-contiguous, read-only copy of a float32 or float64 ``array``, or None when ``check_finite`` and it holds NaN
+    or Inf (the caller raises, naming the argument): the layer's one compiled pass for each array a forward keeps."""
+    cdef int kind = cnp.PyArray_TYPE(array)
+    if kind != cnp.NPY_FLOAT32 and kind != cnp.NPY_FLOAT64:
+        raise TypeError(f"frozen_copy takes float32 or float64 arrays, got {array.dtype}")
+    cdef cnp.ndarray copy = cnp.PyArray_NewCopy(array, cnp.NPY_CORDER)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(copy)
+    cdef bint finite = True
+    if check_finite:
+        with nogil:
+            if kind == cnp.NPY_FLOAT32:
+                finite = lc_all_finite_f(<const float *> cnp.PyArray_DATA(copy), n)
+            else:
+                finite = lc_all_finite_d(<const double *> cnp.PyArray_DATA(copy), n)
+    if not finite:
+        return None
+    cnp.PyArray_CLEARFLAGS(copy, cnp.NPY_ARRAY_WRITEABLE)
+    return copy
+
+
 # -- the Python boundary -------------------------------------------------------------------------------------------------
 cdef class Tape:
     """What a forward keeps for its backward: its inputs (referenced), a copy of ``lengths``, and its workspace."""
@@ -865,7 +924,8 @@ cdef _matrix_pointers(Run *run, tuple weights, const CellDesc *d, Py_ssize_t H, 
     cdef Py_ssize_t k
     cdef const float[:, ::1] mf
     cdef const double[:, ::1] md
-    _check(len(weights) == d.n_recurrent, f"the cell has {d.n_recurrent} recurrent weight matrices, got {len(weights)}")
+    if len(weights) != d.n_recurrent:
+        raise ValueError(f"the cell has {d.n_recurrent} recurrent weight matrices, got {len(weights)}")
     arrays = []
     for k in range(d.n_recurrent):
         shape = (d.recurrent[k].n_blocks * H, _weight_columns(&run.plan, &d.recurrent[k]))
@@ -924,7 +984,8 @@ def forward(CellKernel kernel, bint reverse, const floating[:, :, ::1] x, const 
             and masks.flags.c_contiguous)):
         raise ValueError(f"masks must be None for a cell without masks, else a C-contiguous {np.dtype(dtype).name} "
                          f"array of shape (T, B, n_mask*H) = {(T, B, plan.M)}")
-    _check(len(states) == d.n_states, f"the cell has {d.n_states} states, got {len(states)}")
+    if len(states) != d.n_states:
+        raise ValueError(f"the cell has {d.n_states} states, got {len(states)}")
     for k in range(d.n_states):
         st, (col, width) = states[k], _state_columns(&plan, d, k)
         if not (isinstance(st, np.ndarray) and st.dtype == dtype and tuple(st.shape) == (B, width)):
@@ -990,7 +1051,8 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
         raise ValueError(f"the forward ran in {np.dtype(tape.dtype).name}")
     cdef Plan plan = _plan(d, H, B, tape.proj)
     cdef Py_ssize_t ld = _row_stride(d_out, T, B, plan.proj or H, sizeof(floating), "d_out")
-    _check(len(d_states) == d.n_states, f"the cell has {d.n_states} states, got {len(d_states)}")
+    if len(d_states) != d.n_states:
+        raise ValueError(f"the cell has {d.n_states} states, got {len(d_states)}")
     for k in range(d.n_states):
         st, (col, width) = d_states[k], _state_columns(&plan, d, k)
         if not (isinstance(st, np.ndarray) and st.dtype == dtype and tuple(st.shape) == (B, width)):
@@ -1008,7 +1070,8 @@ def backward(Tape tape, const floating[:, :, :] d_out, tuple d_states, floating[
     _fill_run(&run, tape.kernel, plan, T, B, tape.reverse, NULL)
     _matrix_pointers(&run, tape.weights, d, H, dtype)
     cdef floating *d_weight[MAX_RECURRENT]
-    _check(len(d_weights) == d.n_recurrent, f"the cell has {d.n_recurrent} recurrent weight matrices")
+    if len(d_weights) != d.n_recurrent:
+        raise ValueError(f"the cell has {d.n_recurrent} recurrent weight matrices")
     cdef void *ptr
     for k in range(d.n_recurrent):
         shape = (d.recurrent[k].n_blocks * H, _weight_columns(&plan, &d.recurrent[k]))
